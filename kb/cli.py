@@ -1,0 +1,360 @@
+"""``python -m kb``: a thin command line over the engine.
+
+Tables for people, ``--json`` for scripts, progress bars on stderr, and exit code 1 with a
+one-line ``error: ...`` for every mistake a user can make (2 for bad command-line syntax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kb.chunking import ChunkingOptions
+from kb.embedders import LOCAL_EMBEDDERS, make_embedder
+from kb.errors import InvalidInput, KBError
+from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS
+from kb.retrieval import MODES
+
+SAMPLE_QUERIES = [
+    "年假可以顺延吗？",
+    "how does reciprocal rank fusion combine the two channels",
+    "高血压 党参",
+    "reset password",
+]
+
+
+def _progress(label: str, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="chunk", file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _library(args):
+    from kb.knowledge_base import Library
+
+    return Library(args.data_dir)
+
+
+def _emit(args, data, table: str) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(table)
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    from unicodedata import east_asian_width
+
+    def width(s: str) -> int:
+        return sum(2 if east_asian_width(c) in "WF" else 1 for c in s)
+
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(width(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c + " " * (w - width(c)) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _chunking(args) -> ChunkingOptions:
+    return ChunkingOptions(
+        mode=args.chunk_mode,
+        separator=args.separator,
+        max_tokens=args.chunk_size,
+        overlap=args.overlap,
+        child_max_tokens=args.child_chunk_size,
+        child_overlap=args.child_overlap,
+    )
+
+
+def _json_arg(text: str | None, what: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}).") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object.")
+    return value
+
+
+def collect_documents(paths: list[str], args) -> tuple[list, list[str]]:
+    """Parse files (directories recursively); return documents and the errors of files that failed."""
+    from kb.parsing import PARSERS, parse_file
+
+    metadata = _json_arg(args.metadata, "--metadata") or {}
+    docs, errors = [], []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InvalidInput(f"{raw}: no such file or directory.")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PARSERS)
+            if not files:
+                raise InvalidInput(f"{raw}: no supported files ({', '.join(sorted(PARSERS))}) in this directory.")
+            pairs = [(f, f.relative_to(path).as_posix()) for f in files]
+        else:
+            pairs = [(path, args.doc_id or path.name)]
+        for file, doc_id in pairs:
+            try:
+                doc = parse_file(file, doc_id)
+            except KBError as exc:
+                errors.append(str(exc))
+                continue
+            if args.title and not path.is_dir():
+                doc.title = args.title
+            doc.metadata = dict(metadata)
+            docs.append(doc)
+    return docs, errors
+
+
+def cmd_ingest(args) -> int:
+    import hashlib
+
+    from kb.ingest import ingest_documents
+    from kb.parsing import SourceDocument
+
+    if not args.paths and args.text is None:
+        raise InvalidInput("Give files or directories to ingest, or --text '...'.")
+    docs, errors = collect_documents(args.paths, args) if args.paths else ([], [])
+    if args.text is not None:
+        if not args.text.strip():
+            raise InvalidInput("--text is empty.")
+        doc_id = args.doc_id or "text-" + hashlib.sha256(args.text.encode()).hexdigest()[:12]
+        docs.append(
+            SourceDocument(
+                args.text,
+                doc_id,
+                title=args.title or "",
+                source="text",
+                metadata=_json_arg(args.metadata, "--metadata") or {},
+            )
+        )
+    lib = _library(args)
+    embedder = make_embedder(args.embedder) if args.embedder else None
+    kb = lib.get_or_create(args.kb, embedder) if args.embedder else lib.get_or_create(args.kb)
+    report = ingest_documents(kb, docs, _chunking(args), progress=_progress("embedding", args.json), failed=errors)
+    data = {"kb": kb.name, **report.as_dict()}
+    lines = [
+        f"{kb.name}: {report.documents} documents, {report.chunks} chunks: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged, {report.removed} removed, "
+        f"{report.failed} failed ({report.seconds:.1f} s)"
+    ]
+    lines += [f"  failed: {e}" for e in report.errors]
+    _emit(args, data, "\n".join(lines))
+    return 1 if report.failed and not report.documents else 0
+
+
+def _hits_table(hits) -> str:
+    if not hits:
+        return "(no results)"
+    out = []
+    for i, h in enumerate(hits, 1):
+        evidence = []
+        if h.semantic_rank:
+            evidence.append(f"semantic #{h.semantic_rank} {h.semantic_score:.3f}")
+        if h.keyword_rank:
+            evidence.append(f"keyword #{h.keyword_rank} {h.keyword_score:.3f}")
+        snippet = " ".join(h.content.split())
+        snippet = snippet[:160] + ("…" if len(snippet) > 160 else "")
+        out.append(f"{i}. [{h.score:.3f}] {h.title or h.doc_id}  ({'; '.join(evidence)})\n   {snippet}")
+    return "\n".join(out)
+
+
+def cmd_search(args) -> int:
+    lib = _library(args)
+    kb = lib.get(args.kb)
+    hits = kb.search(
+        args.query,
+        top_k=args.top_k,
+        mode=args.mode,
+        fusion=args.fusion,
+        vector_weight=args.vector_weight,
+        where=_json_arg(args.filter, "--filter"),
+        score_threshold=args.threshold,
+    )
+    _emit(args, [h.as_dict() for h in hits], _hits_table(hits))
+    return 0
+
+
+def cmd_list(args) -> int:
+    infos = _library(args).list()
+    rows = [(i.name, i.chunks, i.embedder, i.dimension, i.created_at) for i in infos]
+    _emit(
+        args,
+        [i.__dict__ for i in infos],
+        _table(rows, ["name", "chunks", "embedder", "dim", "created"]) if rows else "(no knowledge bases)",
+    )
+    return 0
+
+
+def cmd_stats(args) -> int:
+    stats = _library(args).get(args.kb).stats()
+    _emit(args, stats, "\n".join(f"{k}: {v}" for k, v in stats.items()))
+    return 0
+
+
+def cmd_docs(args) -> int:
+    docs = _library(args).get(args.kb).documents()
+    rows = [(d["doc_id"], d["title"], d["chunks"], json.dumps(d["metadata"], ensure_ascii=False)) for d in docs]
+    _emit(args, docs, _table(rows, ["doc_id", "title", "chunks", "metadata"]) if rows else "(no documents)")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    kb = _library(args).get(args.kb)
+    removed = kb.delete_document(args.doc)
+    _emit(
+        args,
+        {"kb": kb.name, "doc_id": args.doc, "chunks_removed": removed},
+        f"{kb.name}: deleted {args.doc!r} ({removed} chunks)",
+    )
+    return 0
+
+
+def cmd_drop(args) -> int:
+    lib = _library(args)
+    kb = lib.get(args.kb)
+    if not args.yes:
+        raise InvalidInput(f"Dropping {kb.name!r} deletes all its documents; add --yes to confirm.")
+    lib.drop(kb.name)
+    _emit(args, {"dropped": kb.name}, f"dropped {kb.name!r}")
+    return 0
+
+
+def cmd_rebuild(args) -> int:
+    kb = _library(args).get(args.kb)
+    n = kb.rebuild_keyword_index(progress=_progress("indexing", args.json))
+    _emit(args, {"kb": kb.name, "chunks_indexed": n}, f"{kb.name}: keyword index rebuilt from Chroma ({n} chunks)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from kb.eval import evaluate
+
+    result = evaluate(
+        Path(args.dataset),
+        data_dir=args.data_dir,
+        embedder=args.embedder,
+        mode=args.mode,
+        fusion=args.fusion,
+        n_queries=args.queries,
+        split=args.split,
+        progress=_progress("ingesting", args.json),
+    )
+    _emit(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from importlib import resources
+
+    from kb.knowledge_base import Library
+
+    lib = Library(args.data_dir)
+    sample = resources.files("kb.resources") / "sample"
+    with resources.as_file(sample) as folder:
+        ns = argparse.Namespace(metadata=None, doc_id=None, title=None)
+        docs, errors = collect_documents([str(folder)], ns)
+    kb = lib.get_or_create("demo 演示", make_embedder("e5"))
+    report = kb.ingest(docs, progress=_progress("embedding", False))
+    print(
+        f"Ingested {report.documents} sample documents into {kb.name!r} ({report.chunks} chunks, "
+        f"{report.added} embedded now, {report.unchanged} already there) at {lib.data_dir}\n"
+    )
+    for query in SAMPLE_QUERIES:
+        print(f"Q: {query}")
+        print(_hits_table(kb.search(query, top_k=3)))
+        print()
+    return 0 if not errors else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data directory (default: $CHROMA_KB_DATA_DIR or ~/.local/share/chroma_kb)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = argparse.ArgumentParser(prog="python -m kb", description="Embedded Chroma knowledge bases with hybrid search.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str, kb: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help, description=help)
+        sp.set_defaults(func=func)
+        if kb:
+            sp.add_argument("--kb", required=True, help="knowledge base name (any language)")
+        return sp
+
+    sp = add("ingest", cmd_ingest, "ingest files, directories or --text into a knowledge base")
+    sp.add_argument("paths", nargs="*", help="files or directories (.txt .md .html .pdf .docx .csv .json)")
+    sp.add_argument("--text", help="ingest this text as one document")
+    sp.add_argument("--doc-id", help="document id (default: file name, or a hash of --text)")
+    sp.add_argument("--title", help="document title (default: from the file)")
+    sp.add_argument("--metadata", help='metadata for every document, JSON, e.g. \'{"lang": "zh"}\'')
+    sp.add_argument(
+        "--embedder",
+        help=f"for a new KB: {', '.join(LOCAL_EMBEDDERS)}, none or openai:<model> "
+        "(default e5; an existing KB keeps its own)",
+    )
+    sp.add_argument("--chunk-mode", default="general", choices=["general", "parent_child"])
+    sp.add_argument("--separator", default="\\n\\n", help="first split on this (default \\n\\n)")
+    sp.add_argument("--chunk-size", type=int, default=1024, help="max tokens per chunk (or parent)")
+    sp.add_argument("--overlap", type=int, default=50, help="overlap in tokens")
+    sp.add_argument("--child-chunk-size", type=int, default=256, help="parent_child: max tokens per child")
+    sp.add_argument("--child-overlap", type=int, default=20, help="parent_child: child overlap in tokens")
+
+    sp = add("search", cmd_search, "hybrid, semantic or keyword search")
+    sp.add_argument("query")
+    sp.add_argument("--mode", default="hybrid", choices=MODES)
+    sp.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSIONS)
+    sp.add_argument("--vector-weight", type=float, default=DEFAULT_VECTOR_WEIGHT, help="weighted fusion only")
+    sp.add_argument("--top-k", type=int, default=5)
+    sp.add_argument("--threshold", type=float, default=0.0, help="drop hits scoring below this (0-1)")
+    sp.add_argument("--filter", help='metadata filter, Chroma where syntax, e.g. \'{"year": {"$gte": 2024}}\'')
+
+    add("list", cmd_list, "list knowledge bases", kb=False)
+    add("stats", cmd_stats, "statistics of a knowledge base")
+    add("docs", cmd_docs, "list the documents of a knowledge base")
+    sp = add("delete", cmd_delete, "delete a document (all its chunks)")
+    sp.add_argument("--doc", required=True, help="document id")
+    sp = add("drop", cmd_drop, "delete a whole knowledge base")
+    sp.add_argument("--yes", action="store_true", help="confirm")
+    add("rebuild-index", cmd_rebuild, "rebuild the keyword index from Chroma")
+
+    sp = add("eval", cmd_eval, "evaluate retrieval on a BEIR-layout folder", kb=False)
+    sp.add_argument("--dataset", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    sp.add_argument("--embedder", default="e5", help="e5, minilm, none")
+    sp.add_argument("--mode", default="hybrid", choices=MODES)
+    sp.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSIONS)
+    sp.add_argument("--queries", type=int, help="evaluate only the first N queries")
+    sp.add_argument("--split", default="test", help="qrels file to use (default test)")
+
+    add("demo", cmd_demo, "ingest the bundled Chinese/English sample and run a few hybrid queries", kb=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,69 @@
+"""Metadata filters with Chroma's ``where`` semantics, checked up front so mistakes get a clear
+message instead of a storage error. The same filter is applied to both channels (the keyword
+channel asks Chroma which of its candidates pass)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kb.errors import InvalidInput
+
+COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
+LOGICAL = {"$and", "$or"}
+Scalar = str | int | float | bool
+
+
+def parse_filter(value: str | dict | None) -> dict | None:
+    """Accept a dict or its JSON text; return a Chroma-ready ``where`` or None."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"The filter is not valid JSON ({exc.msg} at column {exc.colno}).") from exc
+    return normalize_filter(value)
+
+
+def normalize_filter(where: Any, path: str = "filter") -> dict:
+    """Validate and normalise: several top-level keys become an ``$and``; one-item ``$and``/``$or``
+    lists become their item."""
+    if not isinstance(where, dict) or not where:
+        raise InvalidInput(f'{path} must be a non-empty JSON object such as {{"lang": "zh"}}.')
+    if len(where) > 1:
+        return {"$and": [normalize_filter({k: v}, path) for k, v in where.items()]}
+    ((key, value),) = where.items()
+    if key in LOGICAL:
+        if not isinstance(value, list) or not value:
+            raise InvalidInput(f"{path}: {key} takes a non-empty list of conditions.")
+        parts = [normalize_filter(v, f"{path}.{key}[{i}]") for i, v in enumerate(value)]
+        return parts[0] if len(parts) == 1 else {key: parts}
+    if key.startswith("$"):
+        raise InvalidInput(f"{path}: unknown operator {key}; use $and or $or to combine conditions.")
+    return {key: _condition(value, f"{path}.{key}")}
+
+
+def _condition(value: Any, path: str) -> Any:
+    if _is_scalar(value):
+        return value
+    if not isinstance(value, dict) or len(value) != 1:
+        raise InvalidInput(f'{path}: expected a value or one operator such as {{"$gte": 3}}.')
+    ((op, operand),) = value.items()
+    if op not in COMPARISONS:
+        raise InvalidInput(f"{path}: unknown operator {op}; use one of {', '.join(sorted(COMPARISONS))}.")
+    if op in ("$in", "$nin"):
+        if not isinstance(operand, list) or not operand or not all(_is_scalar(x) for x in operand):
+            raise InvalidInput(f"{path}: {op} takes a non-empty list of values.")
+        if len({type(x) for x in operand}) > 1:
+            raise InvalidInput(f"{path}: {op} values must all have the same type.")
+        return {op: operand}
+    if not _is_scalar(operand):
+        raise InvalidInput(f"{path}: {op} takes a single string, number or boolean.")
+    if op in ("$gt", "$gte", "$lt", "$lte") and (isinstance(operand, bool) or not isinstance(operand, int | float)):
+        raise InvalidInput(f"{path}: {op} compares numbers only.")
+    return {op: operand}
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)

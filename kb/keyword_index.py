@@ -1,0 +1,532 @@
+"""An incremental BM25 index (Lucene variant, k1 1.5, b 0.75) kept beside Chroma.
+
+Layout on disk (one directory per knowledge base):
+
+- ``journal.sqlite3``: an append-only log of changes since the last snapshot (one row per added or
+  deleted chunk, terms zlib-compressed) plus a small ``meta`` table. SQLite gives atomic commits, so
+  a crash never leaves half a row; other processes replay the rows they have not seen yet.
+- ``snapshot.npz``: the whole index at journal position ``snapshot_seq``, in compressed-sparse
+  form (postings sorted by term), written to a temporary file and renamed into place.
+
+In memory, the snapshot's postings live in flat numpy arrays (per term a slice of slot numbers and
+precomputed BM25 term weights); chunks added since then sit in small per-term lists. Adding or
+deleting a batch touches only that batch (plus the journal); when the changes since the snapshot
+exceed ``COMPACT_FRACTION`` of the index, it is compacted and a new snapshot is written.
+
+Query: for each query term, take its postings, scale the precomputed weights by the term's IDF,
+and sum per document with ``numpy.bincount``; repeated query terms count once per occurrence (as
+in Lucene and bm25s). Length normalisation uses the average document length at the last
+compaction (as Lucene segments do between merges); IDF uses live counts.
+
+The index is derived data: Chroma is the source of truth, and ``KnowledgeBase`` rebuilds the index
+from Chroma whenever it is missing, unreadable, built by another tokenizer, or out of step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+K1 = 1.5
+B = 0.75
+COMPACT_FRACTION = 0.05
+COMPACT_MIN_ROWS = 2000
+AVGDL_DRIFT = 0.05
+FORMAT = 1
+
+
+class IndexUnusable(Exception):
+    """The files on disk cannot be used (missing, torn, other format or tokenizer): rebuild."""
+
+
+@dataclass
+class KeywordHits:
+    ids: list[str]
+    scores: list[float]  # raw BM25
+    max_score: float  # the highest BM25 score any document could reach for this query
+
+    def normalized(self) -> list[float]:
+        """Scores as a fraction of ``max_score``: in [0, 1], comparable across queries."""
+        return [min(1.0, s / self.max_score) if self.max_score > 0 else 0.0 for s in self.scores]
+
+
+class _Grow:
+    """A numpy array with amortised O(1) append."""
+
+    def __init__(self, dtype, values: np.ndarray | None = None) -> None:
+        self.array = np.zeros(max(1024, 0 if values is None else len(values) * 2), dtype)
+        self.size = 0
+        if values is not None:
+            self.extend(values)
+
+    def extend(self, values) -> None:
+        values = np.asarray(values, self.array.dtype)
+        need = self.size + len(values)
+        if need > len(self.array):
+            bigger = np.zeros(max(need, len(self.array) * 2), self.array.dtype)
+            bigger[: self.size] = self.array[: self.size]
+            self.array = bigger
+        self.array[self.size : need] = values
+        self.size = need
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.array[: self.size]
+
+
+def _encode_terms(counts: Counter) -> bytes:
+    return zlib.compress("\n".join(f"{t}\t{n}" for t, n in counts.items()).encode("utf-8"), 1)
+
+
+def _decode_terms(blob: bytes) -> Counter:
+    text = zlib.decompress(blob).decode("utf-8")
+    counts: Counter = Counter()
+    if text:
+        for line in text.split("\n"):
+            term, _, n = line.rpartition("\t")
+            counts[term] = int(n)
+    return counts
+
+
+class KeywordIndex:
+    def __init__(self, directory: Path, signature: str, *, k1: float = K1, b: float = B) -> None:
+        self.directory = Path(directory)
+        self.signature = signature
+        self.k1, self.b = k1, b
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._clear_memory()
+
+    # ------------------------------------------------------------------ memory state
+    def _clear_memory(self) -> None:
+        self.seq = 0
+        self.epoch = ""
+        self.slot_ids: list[str] = []
+        self.slot_of: dict[str, int] = {}
+        self.dl = _Grow(np.float32)
+        self.alive = _Grow(np.bool_)
+        self.n_dead = 0
+        self.total_len = 0.0
+        self.vocab: dict[str, int] = {}
+        self.terms: list[str] = []
+        self.avgdl_fixed = 1.0
+        self.base_slots = 0
+        self.indptr = np.zeros(1, np.int64)
+        self.p_slot = np.zeros(0, np.int32)
+        self.p_tf = np.zeros(0, np.uint16)
+        self.p_w = np.zeros(0, np.float32)
+        self.delta: dict[int, tuple[list[int], list[int]]] = {}
+        self._delta_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def count(self) -> int:
+        """Number of live chunks."""
+        return len(self.slot_of)
+
+    def ids(self) -> set[str]:
+        return set(self.slot_of)
+
+    # ------------------------------------------------------------------ persistence
+    @property
+    def _db_path(self) -> Path:
+        return self.directory / "journal.sqlite3"
+
+    @property
+    def _snapshot_path(self) -> Path:
+        return self.directory / "snapshot.npz"
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._db_path, timeout=30, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "chunk_id TEXT NOT NULL, length INTEGER NOT NULL, terms BLOB)"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db = db
+        return self._db
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def load(self) -> None:
+        """Load snapshot + journal. Raises IndexUnusable when the files cannot be trusted."""
+        with self._lock:
+            self._clear_memory()
+            try:
+                db = self._conn()
+                sig, fmt = self._meta("signature"), self._meta("format")
+                if sig is None:
+                    raise IndexUnusable("no keyword index yet")
+                if sig != self.signature or fmt != str(FORMAT):
+                    raise IndexUnusable(f"built by another tokenizer or format ({sig}, format {fmt})")
+                self.epoch = self._meta("epoch") or ""
+                if int(self._meta("snapshot_seq") or -1) >= 0:
+                    self._load_snapshot(int(self._meta("snapshot_seq")))
+                self._replay(db)
+                self._fix_avgdl()
+            except (
+                sqlite3.DatabaseError,
+                OSError,
+                ValueError,
+                KeyError,
+                EOFError,
+                zlib.error,
+                zipfile.BadZipFile,
+            ) as exc:
+                self._clear_memory()
+                raise IndexUnusable(f"unreadable keyword index: {exc}") from exc
+
+    def _load_snapshot(self, snapshot_seq: int) -> None:
+        if not self._snapshot_path.exists():
+            raise IndexUnusable("snapshot file is missing")
+        with np.load(self._snapshot_path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            # A crash between writing the snapshot and trimming the journal leaves a newer snapshot
+            # and rows it already contains; replaying only rows after its own seq is still exact.
+            if meta["seq"] < snapshot_seq or meta["signature"] != self.signature or meta["epoch"] != self.epoch:
+                raise IndexUnusable("snapshot does not match the journal")
+            ids = bytes(z["ids"]).decode("utf-8").split("\n") if meta["n_slots"] else []
+            terms = bytes(z["terms"]).decode("utf-8").split("\n") if meta["n_terms"] else []
+            dl, indptr = z["dl"], z["indptr"]
+            p_slot, p_tf = z["p_slot"], z["p_tf"]
+        if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or indptr[-1] != len(p_slot) != len(p_tf):
+            raise IndexUnusable("snapshot arrays are inconsistent")
+        self.slot_ids = ids
+        self.slot_of = {cid: i for i, cid in enumerate(ids)}
+        self.dl = _Grow(np.float32, dl)
+        self.alive = _Grow(np.bool_, np.ones(len(ids), np.bool_))
+        self.total_len = float(dl.sum())
+        self.terms = terms
+        self.vocab = {t: i for i, t in enumerate(terms)}
+        self.indptr, self.p_slot, self.p_tf = indptr.astype(np.int64), p_slot, p_tf
+        self.base_slots = len(ids)
+        self.seq = meta["seq"]
+
+    def _replay(self, db: sqlite3.Connection) -> None:
+        rows = db.execute(
+            "SELECT seq, chunk_id, length, terms FROM log WHERE seq > ? ORDER BY seq", (self.seq,)
+        ).fetchall()
+        for seq, chunk_id, length, blob in rows:
+            self._remove(chunk_id)
+            if blob is not None:
+                self._insert(chunk_id, length, _decode_terms(blob))
+            self.seq = seq
+
+    def refresh(self) -> None:
+        """Catch up with changes another process wrote (cheap when there are none)."""
+        with self._lock:
+            db = self._conn()
+            head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+            snapshot_seq = int(self._meta("snapshot_seq") or -1)
+            if (self._meta("epoch") or "") != self.epoch or snapshot_seq > self.seq:
+                self.load()  # another process rebuilt or compacted past us
+            elif head > self.seq:
+                self._replay(db)
+                self._maybe_fix_avgdl()
+
+    def reset(self) -> None:
+        """Forget everything (memory and disk) and start an empty index with our signature."""
+        with self._lock:
+            db = self._conn()
+            epoch = os.urandom(8).hex()
+            with db:
+                db.execute("DELETE FROM log")
+                db.execute("DELETE FROM meta")
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("signature", self.signature), ("format", str(FORMAT)), ("snapshot_seq", "-1"), ("epoch", epoch)],
+                )
+                # Sequence numbers keep growing across resets (AUTOINCREMENT), so readers never
+                # mistake a new journal for the one they replayed.
+                head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'log'").fetchone()[0]
+            self._snapshot_path.unlink(missing_ok=True)
+            self._clear_memory()
+            self.epoch, self.seq = epoch, head
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ------------------------------------------------------------------ writes
+    def mark_pending(self, ids: Sequence[str]) -> None:
+        """Record, before the store is changed, which chunks are about to change (crash detection)."""
+        with self._lock:
+            db = self._conn()
+            with db:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('pending', ?)", (json.dumps(list(ids)),))
+
+    def pending(self) -> list[str]:
+        value = self._meta("pending")
+        return json.loads(value) if value else []
+
+    def apply(self, upserts: Iterable[tuple[str, list[str]]] = (), deletes: Iterable[str] = ()) -> None:
+        """Add/replace and delete chunks in one journal transaction, and clear the pending mark."""
+        with self._lock:
+            self.refresh()
+            rows: list[tuple[str, int, bytes | None]] = [(cid, 0, None) for cid in deletes]
+            prepared = []
+            for cid, tokens in upserts:
+                counts = Counter(tokens)
+                prepared.append((cid, len(tokens), counts))
+                rows.append((cid, len(tokens), _encode_terms(counts)))
+            db = self._conn()
+            with db:
+                cur = db.executemany("INSERT INTO log (chunk_id, length, terms) VALUES (?, ?, ?)", rows)
+                db.execute("DELETE FROM meta WHERE key = 'pending'")
+                head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+            del cur
+            n_del = len(rows) - len(prepared)
+            for cid, _, _ in rows[:n_del]:
+                self._remove(cid)
+            for cid, length, counts in prepared:
+                self._remove(cid)
+                self._insert(cid, length, counts)
+            self.seq = head
+            if self._needs_compaction():
+                self.compact()
+            else:
+                self._maybe_fix_avgdl()
+
+    def _insert(self, chunk_id: str, length: int, counts: Counter) -> None:
+        slot = len(self.slot_ids)
+        self.slot_ids.append(chunk_id)
+        self.slot_of[chunk_id] = slot
+        self.dl.extend([length])
+        self.alive.extend([True])
+        self.total_len += length
+        for term, tf in counts.items():
+            tid = self.vocab.get(term)
+            if tid is None:
+                tid = self.vocab[term] = len(self.terms)
+                self.terms.append(term)
+            entry = self.delta.get(tid)
+            if entry is None:
+                entry = self.delta[tid] = ([], [])
+            entry[0].append(slot)
+            entry[1].append(tf)
+            self._delta_arrays.pop(tid, None)
+
+    def _remove(self, chunk_id: str) -> None:
+        slot = self.slot_of.pop(chunk_id, None)
+        if slot is None:
+            return
+        self.alive.view[slot] = False
+        self.total_len -= float(self.dl.view[slot])
+        self.n_dead += 1
+
+    def _needs_compaction(self) -> bool:
+        changes = self.n_dead + len(self.slot_ids) - self.base_slots
+        return changes >= max(COMPACT_MIN_ROWS, COMPACT_FRACTION * max(1, self.count))
+
+    def compact(self) -> None:
+        """Merge the delta into the base arrays, drop deleted chunks, write a snapshot, trim the journal."""
+        with self._lock:
+            slot_parts, tf_parts, term_parts = [self.p_slot], [self.p_tf], []
+            term_parts.append(np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr)))
+            for tid, (slots, tfs) in self.delta.items():
+                slot_parts.append(np.asarray(slots, np.int32))
+                tf_parts.append(np.asarray(tfs, np.uint16))
+                term_parts.append(np.full(len(slots), tid, np.int64))
+            p_slot = np.concatenate(slot_parts)
+            p_tf = np.concatenate(tf_parts)
+            p_term = np.concatenate(term_parts)
+            alive = self.alive.view
+            keep = alive[p_slot]
+            p_slot, p_tf, p_term = p_slot[keep], p_tf[keep], p_term[keep]
+            # Renumber slots densely, in their current order.
+            new_slot = np.cumsum(alive, dtype=np.int64) - 1
+            p_slot = new_slot[p_slot].astype(np.int32)
+            # Renumber terms that still occur; drop the rest.
+            used = np.zeros(len(self.terms), np.bool_)
+            used[p_term] = True
+            new_term = np.cumsum(used, dtype=np.int64) - 1
+            p_term = new_term[p_term]
+            order = np.lexsort((p_slot, p_term))
+            p_slot, p_tf, p_term = p_slot[order], p_tf[order], p_term[order]
+            n_terms = int(used.sum())
+            indptr = np.zeros(n_terms + 1, np.int64)
+            np.cumsum(np.bincount(p_term, minlength=n_terms), out=indptr[1:])
+            ids = [cid for cid, ok in zip(self.slot_ids, alive, strict=True) if ok]
+            dl = self.dl.view[alive].copy()
+            terms = [t for t, ok in zip(self.terms, used, strict=True) if ok]
+            self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf)
+            seq, epoch = self.seq, self.epoch
+            self._clear_memory()
+            self.slot_ids, self.slot_of = ids, {cid: i for i, cid in enumerate(ids)}
+            self.dl = _Grow(np.float32, dl)
+            self.alive = _Grow(np.bool_, np.ones(len(ids), np.bool_))
+            self.total_len = float(dl.sum())
+            self.terms, self.vocab = terms, {t: i for i, t in enumerate(terms)}
+            self.indptr, self.p_slot, self.p_tf = indptr, p_slot, p_tf
+            self.base_slots = len(ids)
+            self.seq, self.epoch = seq, epoch
+            self._fix_avgdl()
+
+    def _current_avgdl(self) -> float:
+        n = len(self.slot_of)
+        return max(1.0, self.total_len / n) if n else 1.0
+
+    def _maybe_fix_avgdl(self) -> None:
+        if abs(self._current_avgdl() / self.avgdl_fixed - 1) > AVGDL_DRIFT:
+            self._fix_avgdl()
+
+    def _fix_avgdl(self) -> None:
+        """Fix the average length used for normalisation and recompute the precomputed weights."""
+        self.avgdl_fixed = self._current_avgdl()
+        self.p_w = self._weights(self.p_slot, self.p_tf)
+        self._delta_arrays.clear()
+
+    def _weights(self, slots: np.ndarray, tfs: np.ndarray) -> np.ndarray:
+        """BM25 term weights tf / (tf + k1·(1 − b + b·dl/avgdl)), without the IDF.
+
+        Like Lucene 8+ and bm25s, the constant (k1 + 1) factor is left out; ranking is the same."""
+        tf = tfs.astype(np.float32)
+        norm = np.float32(self.k1) * (1 - self.b + self.b * self.dl.view[slots] / np.float32(self.avgdl_fixed))
+        return (tf / (tf + norm)).astype(np.float32)
+
+    def _write_snapshot(self, ids, dl, terms, indptr, p_slot, p_tf) -> None:
+        meta = {
+            "seq": self.seq,
+            "signature": self.signature,
+            "epoch": self.epoch,
+            "n_slots": len(ids),
+            "n_terms": len(terms),
+        }
+        tmp = self.directory / f"snapshot.{os.getpid()}.tmp.npz"
+        np.savez(
+            tmp,
+            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+            ids=np.frombuffer("\n".join(ids).encode("utf-8"), np.uint8),
+            terms=np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8),
+            dl=dl,
+            indptr=indptr,
+            p_slot=p_slot,
+            p_tf=p_tf,
+        )
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self._snapshot_path)
+        db = self._conn()
+        with db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_seq', ?)", (str(self.seq),))
+            db.execute("DELETE FROM log WHERE seq <= ?", (self.seq,))
+
+    def build(self, items: Iterable[tuple[str, list[str]]], batch: int = 5000) -> None:
+        """Replace the whole index with ``items`` (used by rebuilds)."""
+        with self._lock:
+            self.reset()
+            buf: list[tuple[str, list[str]]] = []
+            for item in items:
+                buf.append(item)
+                if len(buf) >= batch:
+                    self._build_batch(buf)
+                    buf = []
+            self._build_batch(buf)
+            self.compact()
+
+    def _build_batch(self, items: list[tuple[str, list[str]]]) -> None:
+        """Add to memory only: compact() then snapshots the full state, so no journal rows."""
+        for cid, tokens in items:
+            self._remove(cid)
+            self._insert(cid, len(tokens), Counter(tokens))
+
+    # ------------------------------------------------------------------ queries
+    def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        slots_w: list[tuple[np.ndarray, np.ndarray]] = []
+        if tid < len(self.indptr) - 1:
+            s, e = self.indptr[tid], self.indptr[tid + 1]
+            slots_w.append((self.p_slot[s:e], self.p_w[s:e]))
+        if tid in self.delta:
+            cached = self._delta_arrays.get(tid)
+            if cached is None:
+                slots = np.asarray(self.delta[tid][0], np.int32)
+                tfs = np.asarray(self.delta[tid][1], np.uint16)
+                cached = self._delta_arrays[tid] = (slots, self._weights(slots, tfs))
+            slots_w.append(cached)
+        if len(slots_w) == 1:
+            return slots_w[0]
+        if not slots_w:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        return np.concatenate([s for s, _ in slots_w]), np.concatenate([w for _, w in slots_w])
+
+    def search(
+        self, tokens: Sequence[str], limit: int, accept: Callable[[list[str]], set[str]] | None = None
+    ) -> KeywordHits:
+        """Top ``limit`` chunks by BM25. ``accept`` (optional) filters candidate ids in batches."""
+        with self._lock:
+            n = self.count
+            query = Counter(t for t in tokens if t in self.vocab)
+            if not n or not query or limit <= 0:
+                return KeywordHits([], [], 0.0)
+            slot_parts, weight_parts = [], []
+            idf_sum = 0.0
+            alive = self.alive.view
+            for term, qtf in query.items():
+                slots, ws = self._postings(self.vocab[term])
+                df = int(np.count_nonzero(alive[slots])) if self.n_dead else len(slots)
+                if df == 0:
+                    continue
+                idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+                idf_sum += qtf * idf
+                slot_parts.append(slots)
+                weight_parts.append(ws * np.float32(qtf * idf))
+            max_score = idf_sum  # every term weight tends to 1 as tf grows
+            if not slot_parts:
+                return KeywordHits([], [], max_score)
+            scores = np.bincount(
+                np.concatenate(slot_parts), weights=np.concatenate(weight_parts), minlength=len(self.slot_ids)
+            )
+            if self.n_dead:
+                scores[~alive] = 0.0
+            return self._top(scores, limit, accept, max_score)
+
+    def _top(self, scores: np.ndarray, limit: int, accept, max_score: float) -> KeywordHits:
+        candidates = np.flatnonzero(scores > 0)
+        ids: list[str] = []
+        out_scores: list[float] = []
+        seen: set[int] = set()
+        want = limit if accept is None else max(64, limit * 4)
+        done = 0
+        while done < len(candidates) and len(ids) < limit:
+            take = min(len(candidates), done + want)
+            if take < len(candidates):
+                part = np.argpartition(-scores[candidates], take - 1)[:take]
+                window = candidates[part]
+            else:
+                window = candidates
+            # Stable order: score descending, then insertion order.
+            window = window[np.lexsort((window, -scores[window]))]
+            window = [s for s in window.tolist() if s not in seen][: take - done]
+            seen.update(window)
+            chunk_ids = [self.slot_ids[s] for s in window]
+            ok = accept(chunk_ids) if accept is not None else None
+            for slot, cid in zip(window, chunk_ids, strict=True):
+                if ok is None or cid in ok:
+                    ids.append(cid)
+                    out_scores.append(float(scores[slot]))
+                    if len(ids) >= limit:
+                        break
+            done = take
+            want *= 4
+        return KeywordHits(ids, out_scores, max_score)

@@ -1,0 +1,287 @@
+import multiprocessing
+import time
+
+import pytest
+
+from kb.chunking import ChunkingOptions
+from kb.embedders import make_embedder
+from kb.errors import EmbedderMismatch, InvalidInput, NotFound, StoreBusy
+from kb.knowledge_base import Library
+from kb.parsing import SourceDocument
+
+DOCS = [
+    SourceDocument(
+        "员工入职满一年后，每年享有带薪年假十天。当年未休完的年假可以顺延到次年三月底。",
+        "leave",
+        "年假制度",
+        metadata={"lang": "zh", "year": 2024},
+    ),
+    SourceDocument(
+        "差旅费用须在出差结束后三十天内提交报销申请，并附上发票原件。",
+        "travel",
+        "报销",
+        metadata={"lang": "zh", "year": 2023},
+    ),
+    SourceDocument(
+        "Reciprocal rank fusion adds one over sixty plus rank from each ranked list.",
+        "rrf",
+        "Fusion",
+        metadata={"lang": "en", "year": 2024},
+    ),
+    SourceDocument(
+        "Chroma persists collections of embeddings to a local directory in embedded mode.",
+        "chroma",
+        "Chroma",
+        metadata={"lang": "en", "year": 2022},
+    ),
+]
+
+
+def test_ingest_then_search_both_languages(library, spy):
+    kb = library.get_or_create("手册 Handbook", spy)
+    report = kb.ingest(DOCS)
+    assert (report.documents, report.added, report.failed) == (4, 4, 0)
+    assert kb.search("年假能顺延吗", top_k=1)[0].doc_id == "leave"
+    hit = kb.search("how does rank fusion work", top_k=1)[0]
+    assert hit.doc_id == "rrf" and hit.title == "Fusion" and hit.metadata == {"lang": "en", "year": 2024}
+    assert hit.semantic_rank == 1 and hit.keyword_rank == 1
+
+
+def test_reingest_embeds_only_what_changed(library, spy):
+    kb = library.get_or_create("kb", spy)
+    kb.ingest(DOCS)
+    assert spy.documents_embedded == 4
+    again = kb.ingest(DOCS)
+    assert (again.added, again.unchanged, again.removed) == (0, 4, 0)
+    assert spy.documents_embedded == 4
+    edited = [
+        SourceDocument(
+            DOCS[0].text + "年假须提前三天申请。", "leave", "年假制度", metadata={"lang": "zh", "year": 2025}
+        )
+    ]
+    report = kb.ingest(edited)
+    assert (report.added, report.removed) == (1, 1)
+    assert spy.documents_embedded == 5
+    moved = kb.ingest([SourceDocument(DOCS[1].text, "travel", "报销", metadata={"lang": "zh", "year": 1999})])
+    assert (moved.added, moved.updated) == (0, 1)
+    assert kb.search("报销", where={"year": 1999}, top_k=1)[0].doc_id == "travel"
+    assert kb.collection.count() == kb.keyword.count == 4
+
+
+def test_delete_document_removes_it_from_both_channels(library, e5):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    assert kb.delete_document("leave") == 1
+    for mode in ("semantic", "keyword", "hybrid"):
+        assert "leave" not in {h.doc_id for h in kb.search("年假", mode=mode, top_k=10)}
+    with pytest.raises(NotFound):
+        kb.delete_document("leave")
+
+
+@pytest.mark.parametrize("mode", ["semantic", "keyword", "hybrid"])
+def test_filters_apply_to_every_channel(library, e5, mode):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    hits = kb.search("年假 报销 fusion Chroma", mode=mode, top_k=10, where={"lang": "en"})
+    assert hits and {h.doc_id for h in hits} <= {"rrf", "chroma"}
+    hits = kb.search(
+        "年假 报销 fusion Chroma",
+        mode=mode,
+        top_k=10,
+        where={"$or": [{"year": {"$lt": 2023}}, {"doc_id": {"$in": ["travel"]}}]},
+    )
+    assert {h.doc_id for h in hits} <= {"chroma", "travel"} and hits
+
+
+@pytest.mark.parametrize(
+    "mode,fusion", [("semantic", "rrf"), ("keyword", "rrf"), ("hybrid", "rrf"), ("hybrid", "weighted")]
+)
+def test_scores_lie_in_unit_interval_and_threshold_filters(library, e5, mode, fusion):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    hits = kb.search("年假 fusion", mode=mode, fusion=fusion, top_k=10)
+    assert hits and all(0.0 <= h.score <= 1.0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    cut = hits[0].score
+    assert all(
+        h.score >= cut for h in kb.search("年假 fusion", mode=mode, fusion=fusion, top_k=10, score_threshold=cut)
+    )
+
+
+def test_reranker_reorders_and_sets_score(library, e5):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+
+    def prefer_chroma(query, texts):
+        return [1.0 if "Chroma" in t else 0.1 for t in texts]
+
+    hits = kb.search("fusion", top_k=2, reranker=prefer_chroma)
+    assert hits[0].doc_id == "chroma" and hits[0].rerank_score == 1.0
+
+
+def test_parent_child_returns_parents_with_their_children(library, e5):
+    kb = library.get_or_create("pc", e5)
+    sections = {
+        "Cats": [
+            "Cats sleep sixteen hours a day.",
+            "A cat purrs when it is content.",
+            "Kittens open their eyes after a week.",
+        ],
+        "Volcanoes": [
+            "Magma that reaches the surface is called lava.",
+            "Mount Etna erupts several times a year.",
+            "Volcanic ash can ground aircraft for days.",
+        ],
+        "Tea": [
+            "Green tea is steamed or pan-fired to stop oxidation.",
+            "Oolong tea is partly oxidised.",
+            "Black tea is fully oxidised before drying.",
+        ],
+    }
+    text = "\n\n".join(f"{title}\n" + "\n".join(lines) for title, lines in sections.items())
+    kb.ingest(
+        [SourceDocument(text, "facts", "Facts")],
+        ChunkingOptions(mode="parent_child", max_tokens=200, child_max_tokens=20, child_overlap=0),
+    )
+    assert kb.collection.count() > 3
+    hits = kb.search("Which volcano erupts several times a year?", top_k=3)
+    assert hits[0].content.startswith("Volcanoes\n") and "Volcanic ash" in hits[0].content
+    assert any("Mount Etna" in c["content"] for c in hits[0].children)
+    assert len({h.position for h in hits}) == len(hits)
+
+
+def test_embedder_mismatch_is_refused_with_advice(library, e5):
+    library.get_or_create("kb", e5).ingest(DOCS[:1])
+    with pytest.raises(EmbedderMismatch, match="built with the embedder 'e5'"):
+        library.get("kb", make_embedder("minilm"))
+    with pytest.raises(EmbedderMismatch):
+        library.get("kb", None)
+
+
+def test_keyword_only_kb(library):
+    kb = library.get_or_create("kw", None)
+    kb.ingest(DOCS)
+    assert kb.search("年假", top_k=1)[0].doc_id == "leave"  # hybrid falls back to keyword
+    with pytest.raises(InvalidInput, match="keyword-only"):
+        kb.search("年假", mode="semantic")
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "lose_rows"])
+def test_keyword_index_is_repaired_from_chroma(tmp_path, e5, damage):
+    lib = Library(tmp_path)
+    kb = lib.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    kb.keyword.compact()
+    kb.keyword.close()
+    folder = kb.keyword.directory
+    if damage == "delete":
+        for f in folder.iterdir():
+            f.unlink()
+    elif damage == "truncate":
+        snap = folder / "snapshot.npz"
+        snap.write_bytes(snap.read_bytes()[:100])
+    else:  # an index that silently lost chunks (stale)
+        kb.keyword.load()
+        kb.keyword.apply(deletes=["x"])  # touch the journal
+        kb.keyword._remove(next(iter(kb.keyword.ids())))
+        kb.keyword.compact()
+        kb.keyword.close()
+    fresh = Library(tmp_path)  # a new process would start like this
+    kb2 = fresh.get("kb")
+    assert kb2.repairs
+    assert kb2.keyword.count == 4
+    assert kb2.search("报销", mode="keyword", top_k=1)[0].doc_id == "travel"
+
+
+def test_interrupted_write_is_reconciled(tmp_path, e5):
+    lib = Library(tmp_path)
+    kb = lib.get_or_create("kb", e5)
+    kb.ingest(DOCS[:2])
+    # Simulate a crash between the Chroma upsert and the keyword update.
+    ids = ["crashed-1"]
+    kb.keyword.mark_pending(ids)
+    kb.collection.upsert(
+        ids=ids,
+        embeddings=e5.embed_documents(["远程办公每周两天"]),
+        documents=["远程办公每周两天"],
+        metadatas=[{"doc_id": "remote", "title": "远程", "position": 0}],
+    )
+    kb2 = Library(tmp_path).get("kb")
+    assert any("reconciled" in r for r in kb2.repairs)
+    assert kb2.search("远程办公", mode="keyword", top_k=1)[0].doc_id == "remote"
+
+
+def test_failed_embedding_leaves_store_consistent_and_resumable(library, e5):
+    class Flaky:
+        name, batch_size, dimension = e5.name, 1, e5.dimension
+        calls = 0
+
+        def embed_documents(self, texts):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise RuntimeError("model crashed")
+            return e5.embed_documents(texts)
+
+        def embed_query(self, text):
+            return e5.embed_query(text)
+
+    kb = library.get_or_create("kb", Flaky())
+    with pytest.raises(RuntimeError):
+        kb.ingest(DOCS, batch_size=1)
+    assert kb.collection.count() == kb.keyword.count == 2
+    report = kb.ingest(DOCS, batch_size=1)
+    assert (report.added, report.unchanged) == (2, 2)
+    assert kb.collection.count() == kb.keyword.count == 4
+
+
+def test_bad_input_is_rejected_before_anything_is_written(library, e5):
+    kb = library.get_or_create("kb", e5)
+    with pytest.raises(InvalidInput, match="reserved"):
+        kb.ingest([SourceDocument("x", "a", metadata={"doc_id": "b"})])
+    with pytest.raises(InvalidInput, match="only text, numbers"):
+        kb.ingest([SourceDocument("x", "a", metadata={"tags": ["a"]})])
+    with pytest.raises(InvalidInput, match="twice"):
+        kb.ingest([SourceDocument("x", "a"), SourceDocument("y", "a")])
+    assert kb.collection.count() == 0
+    for kwargs in (dict(top_k=0), dict(mode="fuzzy"), dict(score_threshold=2), dict(fusion="max"), dict(where="{bad")):
+        with pytest.raises(InvalidInput):
+            kb.search("q", **kwargs)
+    with pytest.raises(InvalidInput, match="empty"):
+        kb.search("  ")
+
+
+def test_library_list_drop_and_not_found(library, e5):
+    library.get_or_create("产品手册", e5).ingest(DOCS[:1])
+    library.get_or_create("HR FAQ", None)
+    assert [i.name for i in library.list()] == ["HR FAQ", "产品手册"]
+    assert library.get("hr faq").name == "HR FAQ"
+    library.drop("产品手册")
+    with pytest.raises(NotFound, match="existing: 'HR FAQ'"):
+        library.get("产品手册")
+    with pytest.raises(InvalidInput, match="already exists"):
+        library.create("HR FAQ", None)
+
+
+def _hold_lock(path, ready, seconds):
+    lib = Library(path)
+    with lib.lock.hold():
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_second_writer_waits_briefly_then_gets_a_clear_error(tmp_path):
+    Library(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(tmp_path, ready, 5))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        lib = Library(tmp_path, lock_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(StoreBusy, match="Another process is writing"):
+            lib.create("kb", None)
+        assert time.monotonic() - started < 3
+    finally:
+        proc.join()
+    Library(tmp_path, lock_timeout=5).create("kb", None)  # free again once the other writer is done
