@@ -15,7 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions, chunk_text
+from kb.cooperative import yield_now
 from kb.errors import InvalidInput, KBError
 from kb.parsing import SourceDocument
 
@@ -40,6 +43,7 @@ class IngestReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    complete: bool = True  # False: stopped at the deadline; run the same ingest again to finish
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -115,8 +119,12 @@ def ingest_documents(
     progress: Progress | None = None,
     batch_size: int | None = None,
     failed: Iterable[str] = (),
+    deadline: float | None = None,
 ) -> IngestReport:
-    """Ingest ``documents``. ``failed`` carries errors of documents that could not even be parsed."""
+    """Ingest ``documents``. ``failed`` carries errors of documents that could not even be parsed.
+
+    ``deadline`` (a ``time.monotonic()`` value): stop starting new batches after it and return a
+    report with ``complete=False``; calling again with the same input resumes where it stopped."""
     started = time.perf_counter()
     report = IngestReport(errors=list(failed))
     report.failed = len(report.errors)
@@ -145,16 +153,29 @@ def ingest_documents(
     moved = [r for r in records if r.id in existing and _differs(existing[r.id], r.metadata)]
     report.unchanged = len(records) - len(new) - len(moved)
 
-    batch = batch_size or max(16, 4 * (kb.embedder.batch_size if not kb.keyword_only else 64))
+    embed_batch = kb.embedder.batch_size if not kb.keyword_only else 256
+    batch = batch_size or max(16, 4 * embed_batch)
     if progress:
         progress(0, len(new))
     for start in range(0, len(new), batch):
+        if deadline is not None and time.monotonic() > deadline:
+            report.complete = False
+            break
         part = new[start : start + batch]
-        vectors = kb.embed_documents([_embed_text(r) for r in part])
-        kb.write_chunks([r.id for r in part], vectors, [r.content for r in part], [r.metadata for r in part])
+        vectors = []
+        for s in range(0, len(part), embed_batch):  # short native stretches, a yield point between
+            vectors.append(kb.embed_documents([_embed_text(r) for r in part[s : s + embed_batch]]))
+            yield_now()
+        kb.write_chunks(
+            [r.id for r in part], np.concatenate(vectors), [r.content for r in part], [r.metadata for r in part]
+        )
         report.added += len(part)
+        yield_now()
         if progress:
             progress(report.added, len(new))
+    if not report.complete:
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
     if moved:
         with kb.library.lock.hold():
             kb.collection.update(ids=[r.id for r in moved], metadatas=[r.metadata for r in moved])

@@ -17,6 +17,7 @@ import numpy as np
 
 from kb import names
 from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions
+from kb.cooperative import yield_now
 from kb.embedders import DEFAULT_EMBEDDER, Embedder, make_embedder
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound
 from kb.keyword_index import IndexUnusable, KeywordIndex
@@ -48,8 +49,17 @@ class KBInfo:
 class Library:
     """All knowledge bases under one data directory."""
 
-    def __init__(self, data_dir: Path | str | None = None, *, lock_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        lock_timeout: float | None = None,
+        embedder_factory: Callable[[str], Embedder | None] = make_embedder,
+    ) -> None:
+        """``embedder_factory`` turns a recorded embedder name back into an embedder; adapters that
+        add their own embedders (e.g. ``dify:<provider>/<model>``) pass one that knows them."""
         self.data_dir = prepare_data_dir(Path(data_dir) if data_dir else default_data_dir())
+        self.embedder_factory = embedder_factory
         self.lock = WriteLock(self.data_dir, **({"timeout": lock_timeout} if lock_timeout is not None else {}))
         self.tokenizer = KeywordTokenizer()
         self._open: dict[str, KnowledgeBase] = {}
@@ -184,12 +194,12 @@ class KnowledgeBase:
     @property
     def embedder(self) -> Embedder | None:
         if self._embedder is _AUTO:
-            if self.embedder_name.startswith("dify:"):
+            if self.embedder_name.startswith("dify:") and self.library.embedder_factory is make_embedder:
                 raise EmbedderMismatch(
                     f"Knowledge base {self.name!r} was built with the Dify model {self.embedder_name!r}; "
                     "it can only be searched semantically through the plugin (or use mode 'keyword')."
                 )
-            self._embedder = make_embedder(self.embedder_name)
+            self._embedder = self.library.embedder_factory(self.embedder_name)
         return self._embedder
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
@@ -257,10 +267,11 @@ class KnowledgeBase:
 
             def items() -> Iterator[tuple[str, list[str]]]:
                 nonlocal done
-                for ids, docs, metas in self.iter_chunks(include=["documents", "metadatas"]):
+                for ids, docs, metas in self.iter_chunks(include=["documents", "metadatas"], page=1000):
                     for cid, doc, meta in zip(ids, docs, metas, strict=True):
                         yield cid, self.index_tokens(str(meta.get("title", "")), doc or "")
                     done += len(ids)
+                    yield_now()
                     if progress:
                         progress(done, total)
 
@@ -278,6 +289,7 @@ class KnowledgeBase:
                 got.get("documents") or [None] * len(got["ids"]),
                 got.get("metadatas") or [{} for _ in got["ids"]],
             )
+            yield_now()
             offset += len(got["ids"])
             if len(got["ids"]) < page:
                 return
@@ -293,10 +305,11 @@ class KnowledgeBase:
         *,
         progress: Progress | None = None,
         batch_size: int | None = None,
+        deadline: float | None = None,
     ):
         from kb.ingest import ingest_documents
 
-        return ingest_documents(self, documents, options, progress=progress, batch_size=batch_size)
+        return ingest_documents(self, documents, options, progress=progress, batch_size=batch_size, deadline=deadline)
 
     def search(self, query: str, **kwargs):
         from kb.retrieval import search

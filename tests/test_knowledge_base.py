@@ -285,3 +285,31 @@ def test_second_writer_waits_briefly_then_gets_a_clear_error(tmp_path):
     finally:
         proc.join()
     Library(tmp_path, lock_timeout=5).create("kb", None)  # free again once the other writer is done
+
+
+def test_deadline_stops_between_batches_and_a_second_call_finishes(library, spy):
+    kb = library.get_or_create("kb", spy)
+    docs = [SourceDocument(f"第{i}条：这是用于测试截止时间的文本。", f"d{i}") for i in range(12)]
+    first = kb.ingest(docs, batch_size=4, deadline=time.monotonic() - 1)  # already past: nothing starts
+    assert not first.complete and first.added == 0 and kb.collection.count() == 0
+    kb.ingest(docs[:4])
+    second = kb.ingest(docs, batch_size=4)
+    assert second.complete and (second.added, second.unchanged) == (8, 4)
+    assert spy.documents_embedded == 12
+
+
+def test_embedder_factory_resolves_recorded_names(tmp_path, e5):
+    class Named:
+        name, batch_size, dimension = "dify:acme/embed", 8, 384
+
+        def embed_documents(self, texts):
+            return e5.embed_documents(texts)
+
+        def embed_query(self, text):
+            return e5.embed_query(text)
+
+    Library(tmp_path, embedder_factory=lambda name: Named()).get_or_create("kb", Named()).ingest(DOCS)
+    with pytest.raises(EmbedderMismatch, match="through the plugin"):
+        Library(tmp_path).get("kb").search("年假", mode="semantic")
+    assert Library(tmp_path).get("kb").search("年假", mode="keyword")[0].doc_id == "leave"
+    assert Library(tmp_path, embedder_factory=lambda name: Named()).get("kb").search("年假")[0].doc_id == "leave"
