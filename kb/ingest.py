@@ -120,6 +120,7 @@ def ingest_documents(
     batch_size: int | None = None,
     failed: Iterable[str] = (),
     deadline: float | None = None,
+    embedder=None,
 ) -> IngestReport:
     """Ingest ``documents``. ``failed`` carries errors of documents that could not even be parsed.
 
@@ -153,7 +154,11 @@ def ingest_documents(
     moved = [r for r in records if r.id in existing and _differs(existing[r.id], r.metadata)]
     report.unchanged = len(records) - len(new) - len(moved)
 
-    embed_batch = kb.embedder.batch_size if not kb.keyword_only else 256
+    if embedder is not None:
+        kb.check_embedder(embedder)
+    elif not kb.keyword_only:
+        embedder = kb.embedder
+    embed_batch = embedder.batch_size if embedder is not None else 256
     batch = batch_size or max(16, 4 * embed_batch)
     if progress:
         progress(0, len(new))
@@ -164,7 +169,7 @@ def ingest_documents(
         part = new[start : start + batch]
         vectors = []
         for s in range(0, len(part), embed_batch):  # short native stretches, a yield point between
-            vectors.append(kb.embed_documents([_embed_text(r) for r in part[s : s + embed_batch]]))
+            vectors.append(kb.embed_documents([_embed_text(r) for r in part[s : s + embed_batch]], embedder))
             yield_now()
         kb.write_chunks(
             [r.id for r in part], np.concatenate(vectors), [r.content for r in part], [r.metadata for r in part]

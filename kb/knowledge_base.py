@@ -176,7 +176,12 @@ class KnowledgeBase:
         return self.embedder_name == "none"
 
     def use_embedder(self, embedder: Embedder | None) -> None:
-        """Check that ``embedder`` is the one this KB was built with, and use it."""
+        """Check that ``embedder`` is the one this KB was built with, and use it from now on."""
+        self.check_embedder(embedder)
+        self._embedder = embedder
+
+    def check_embedder(self, embedder: Embedder | None) -> None:
+        """Raise EmbedderMismatch unless ``embedder`` is the one this KB was built with."""
         given = embedder.name if embedder is not None else "none"
         if given != self.embedder_name:
             raise EmbedderMismatch(
@@ -189,7 +194,6 @@ class KnowledgeBase:
                 f"Knowledge base {self.name!r} holds {self.dimension}-d vectors but {given!r} now gives "
                 f"{embedder.dimension}-d ones; set the same dimensions as when it was built."
             )
-        self._embedder = embedder
 
     @property
     def embedder(self) -> Embedder | None:
@@ -199,13 +203,19 @@ class KnowledgeBase:
                     f"Knowledge base {self.name!r} was built with the Dify model {self.embedder_name!r}; "
                     "it can only be searched semantically through the plugin (or use mode 'keyword')."
                 )
-            self._embedder = self.library.embedder_factory(self.embedder_name)
+            resolved = self.library.embedder_factory(self.embedder_name)
+            if resolved is None and not self.keyword_only:
+                raise EmbedderMismatch(
+                    f"Knowledge base {self.name!r} was built with {self.embedder_name!r}, which is not available "
+                    "here; use mode 'keyword', or search it where that model is configured."
+                )
+            self._embedder = resolved
         return self._embedder
 
-    def embed_documents(self, texts: list[str]) -> np.ndarray:
+    def embed_documents(self, texts: list[str], embedder: Embedder | None = None) -> np.ndarray:
         if self.keyword_only:
             return np.ones((len(texts), KEYWORD_ONLY_DIMENSION), np.float32)
-        vectors = self.embedder.embed_documents(texts)
+        vectors = (embedder or self.embedder).embed_documents(texts)
         if vectors.shape[1] != self.dimension:
             raise EmbedderMismatch(
                 f"The embedder returned {vectors.shape[1]}-d vectors; knowledge base {self.name!r} holds "
@@ -306,10 +316,14 @@ class KnowledgeBase:
         progress: Progress | None = None,
         batch_size: int | None = None,
         deadline: float | None = None,
+        embedder: Embedder | None = None,
     ):
+        """``embedder``: use this one for this call only (checked against the KB's own)."""
         from kb.ingest import ingest_documents
 
-        return ingest_documents(self, documents, options, progress=progress, batch_size=batch_size, deadline=deadline)
+        return ingest_documents(
+            self, documents, options, progress=progress, batch_size=batch_size, deadline=deadline, embedder=embedder
+        )
 
     def search(self, query: str, **kwargs):
         from kb.retrieval import search

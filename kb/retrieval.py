@@ -67,7 +67,9 @@ def search(
     score_threshold: float = 0.0,
     candidates: int | None = None,
     reranker: Reranker | None = None,
+    embedder=None,
 ) -> list[Hit]:
+    """``embedder``: embed the query with this one for this call (checked against the KB's own)."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput("The query is empty; type what you are looking for.")
     if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
@@ -83,10 +85,12 @@ def search(
         if mode == "semantic":
             raise InvalidInput(f"Knowledge base {kb.name!r} is keyword-only (no embedder); use mode 'keyword'.")
         mode = "keyword"
+    if embedder is not None:
+        kb.check_embedder(embedder)
     kb.refresh()
     n = candidates or candidate_count(top_k)
 
-    semantic = _semantic(kb, query, n, where) if mode in ("hybrid", "semantic") else []
+    semantic = _semantic(kb, embedder or kb.embedder, query, n, where) if mode in ("hybrid", "semantic") else []
     keyword = _keyword(kb, query, n, where) if mode in ("hybrid", "keyword") else []
     if mode == "hybrid":
         fused = fuse(fusion, semantic, keyword, vector_weight=vector_weight)
@@ -110,11 +114,11 @@ def search(
     return [h for h in hits if h.score >= score_threshold][:top_k]
 
 
-def _semantic(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> list[tuple[str, float]]:
+def _semantic(kb: KnowledgeBase, embedder, query: str, n: int, where: dict | None) -> list[tuple[str, float]]:
     total = kb.collection.count()
     if not total:
         return []
-    vector = kb.embedder.embed_query(query)
+    vector = embedder.embed_query(query)
     got = kb.collection.query(query_embeddings=[vector], n_results=min(n, total), where=where, include=["distances"])
     return [(cid, max(0.0, min(1.0, 1.0 - d))) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
 

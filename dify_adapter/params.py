@@ -1,0 +1,82 @@
+"""Tool parameters arrive as loosely typed JSON (numbers may be strings, empty fields may be None
+or ""). These helpers coerce them and raise InvalidInput with the parameter's name."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kb.errors import InvalidInput
+
+
+def text(params: dict, name: str, default: str = "") -> str:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str | int | float):
+        raise InvalidInput(f"Parameter '{name}' must be text.")
+    return str(value).strip() or default
+
+
+def number(params: dict, name: str, default: float, *, lo: float, hi: float, integer: bool = False) -> float:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"Parameter '{name}' must be a number; got {value!r}.") from None
+    if integer and number != int(number):
+        raise InvalidInput(f"Parameter '{name}' must be a whole number; got {value!r}.")
+    if not lo <= number <= hi:
+        raise InvalidInput(f"Parameter '{name}' must be between {lo:g} and {hi:g}; got {value!r}.")
+    return int(number) if integer else number
+
+
+def choice(params: dict, name: str, options: tuple[str, ...], default: str) -> str:
+    value = text(params, name, default)
+    if value not in options:
+        raise InvalidInput(f"Parameter '{name}' must be one of {', '.join(options)}; got {value!r}.")
+    return value
+
+
+def boolean(params: dict, name: str, default: bool = False) -> bool:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise InvalidInput(f"Parameter '{name}' must be true or false; got {value!r}.")
+
+
+def json_object(params: dict, name: str) -> dict | None:
+    value: Any = params.get(name)
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"Parameter '{name}' is not valid JSON ({exc.msg} at column {exc.colno}).") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f'Parameter \'{name}\' must be a JSON object, e.g. {{"lang": "zh"}}.')
+    return value
+
+
+def names(params: dict, *keys: str) -> list[str]:
+    """Knowledge-base names from a (multi-)select and/or a comma/newline-separated text field."""
+    found: list[str] = []
+    for key in keys:
+        value = params.get(key)
+        if value is None or value == "":
+            continue
+        items = value if isinstance(value, list) else str(value).replace("\n", ",").replace("，", ",").split(",")
+        for item in items:
+            item = str(item).strip()
+            if item and item not in found:
+                found.append(item)
+    return found

@@ -1,0 +1,124 @@
+"""Ingest into knowledge base: text and/or files -> the workspace's embedded store."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Generator
+
+from dify_adapter import params as p
+from dify_adapter import tooling
+from dify_adapter.files import download, file_name
+from dify_adapter.models import DifyEmbedder, embedder_for_name
+from kb.chunking import ChunkingOptions
+from kb.embedders import DEFAULT_EMBEDDER, make_embedder
+from kb.errors import InvalidInput, KBError
+from kb.ingest import ingest_documents
+from kb.parsing import SourceDocument, parse_bytes
+
+CALL_BUDGET_S = 480  # Dify kills a call at 600 s; stop starting batches well before
+SOURCES = ("auto", "local", "workspace", "none")
+
+
+class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool subclass it finds here
+    def empty_outputs(self) -> dict:
+        return {"added": 0, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0, "complete": False}
+
+    def run(self, params: dict) -> Generator:
+        started = time.monotonic()
+        name = p.text(params, "new_knowledge_base") or p.text(params, "knowledge_base")
+        if not name:
+            raise InvalidInput("Pick a knowledge base, or type a new name in 'New knowledge base'.")
+        options = ChunkingOptions(
+            mode=p.choice(params, "chunk_mode", ("general", "parent_child"), "general"),
+            separator=p.text(params, "separator", "\\n\\n"),
+            max_tokens=p.number(params, "chunk_size", 1024, lo=20, hi=8000, integer=True),
+            overlap=p.number(params, "chunk_overlap", 50, lo=0, hi=4000, integer=True),
+            child_max_tokens=p.number(params, "child_chunk_size", 256, lo=20, hi=8000, integer=True),
+        )
+        metadata = p.json_object(params, "metadata") or {}
+        documents, failed = self._documents(params, metadata)
+        if not documents and not failed:
+            raise InvalidInput("Nothing to ingest: give 'Text' and/or 'Files'.")
+
+        library = self.library
+        source = p.choice(params, "embedding_source", SOURCES, "auto")
+        embedder = self._embedder(source, params, library.get(name) if library.exists(name) else None)
+        kb = library.get(name) if library.exists(name) else library.create(name, embedder)
+
+        def work(progress):
+            return ingest_documents(
+                kb,
+                documents,
+                options,
+                progress=progress,
+                failed=failed,
+                deadline=started + CALL_BUDGET_S,
+                embedder=embedder,
+            )
+
+        report = yield from self.stream_progress(work, "Embedding chunks")
+        summary = (
+            f"{kb.name}: {report.documents} documents, {report.chunks} chunks — {report.added} added, "
+            f"{report.updated} updated, {report.unchanged} unchanged, {report.removed} removed, {report.failed} failed."
+        )
+        if not report.complete:
+            summary += (
+                f" Stopped after {CALL_BUDGET_S} s to stay inside Dify's time limit; run this node again with the "
+                "same input to continue (finished chunks are skipped)."
+            )
+        summary += "".join(f"\n- failed: {e}" for e in report.errors)
+        data = {"knowledge_base": kb.name, "embedder": kb.embedder_name, **report.as_dict()}
+        for key in ("added", "updated", "unchanged", "removed", "failed", "complete"):
+            yield self.create_variable_message(key, data[key])
+        yield self.create_variable_message("error", "")
+        yield self.create_json_message(data)
+        yield self.create_text_message(summary)
+
+    def _documents(self, params: dict, metadata: dict) -> tuple[list[SourceDocument], list[str]]:
+        doc_id = p.text(params, "document_id")
+        title = p.text(params, "title")
+        docs, failed = [], []
+        text = p.text(params, "text")
+        if text:
+            docs.append(
+                SourceDocument(
+                    text,
+                    doc_id or "text-" + hashlib.sha256(text.encode()).hexdigest()[:12],
+                    title=title,
+                    source="text",
+                    metadata=dict(metadata),
+                )
+            )
+        files = params.get("files") or []
+        if not isinstance(files, list):
+            files = [files]
+        single = len(files) + bool(text) == 1
+        for file in files:
+            name = file_name(file)
+            try:
+                body, found_title = parse_bytes(download(file), name)
+            except KBError as exc:
+                failed.append(str(exc))
+                continue
+            this_id = doc_id if doc_id and single else (f"{doc_id}/{name}" if doc_id else name)
+            this_title = (title if single else "") or found_title or name
+            docs.append(SourceDocument(body, this_id, title=this_title, source=name, metadata=dict(metadata)))
+        return docs, failed
+
+    def _embedder(self, source: str, params: dict, existing):
+        if source == "auto":
+            if existing is not None:
+                return embedder_for_name(self.session, existing.embedder_name)
+            if params.get("embedding_model"):
+                return DifyEmbedder.from_selector(self.session, params["embedding_model"])
+            return make_embedder(DEFAULT_EMBEDDER)
+        if source == "local":
+            embedder = make_embedder(DEFAULT_EMBEDDER)
+        elif source == "workspace":
+            embedder = DifyEmbedder.from_selector(self.session, params.get("embedding_model"))
+        else:
+            embedder = None
+        if existing is not None:
+            existing.check_embedder(embedder)
+        return embedder
