@@ -67,3 +67,42 @@ def _condition(value: Any, path: str) -> Any:
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool)
+
+
+def matches(where: dict | None, metadata: dict) -> bool:
+    """Evaluate a normalised filter on one record's metadata, exactly.
+
+    The store applies filters first; this re-check guarantees that every hit returned really
+    satisfies the filter (seen: Chroma 1.5.9 lets ``{"$eq": 3.5}`` match an int 3)."""
+    if where is None:
+        return True
+    ((key, cond),) = where.items()
+    if key == "$and":
+        return all(matches(c, metadata) for c in cond)
+    if key == "$or":
+        return any(matches(c, metadata) for c in cond)
+    value = metadata.get(key)
+    if not isinstance(cond, dict):
+        cond = {"$eq": cond}
+    ((op, operand),) = cond.items()
+    if op == "$ne":
+        return value is None or not _equal(value, operand)
+    if op == "$nin":
+        return value is None or not any(_equal(value, o) for o in operand)
+    if value is None:
+        return False
+    if op == "$eq":
+        return _equal(value, operand)
+    if op == "$in":
+        return any(_equal(value, o) for o in operand)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return {"$gt": value > operand, "$gte": value >= operand, "$lt": value < operand, "$lte": value <= operand}[op]
+
+
+def _equal(a: Scalar, b: Scalar) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from kb.errors import InvalidInput
-from kb.filters import parse_filter
+from kb.filters import matches, parse_filter
 from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS, fuse
 from kb.ingest import user_metadata
 
@@ -101,7 +101,7 @@ def search(
     kw_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(keyword)}
 
     pool = ranked if reranker else ranked[: max(top_k * 8, 40)]
-    hits = _hits(kb, pool, fused, sem_rank, kw_rank)
+    hits = _hits(kb, pool, fused, sem_rank, kw_rank, where)
     hits = _group_parents(hits)
     if reranker and hits:
         hits = hits[: max(top_k * 4, 20)]
@@ -134,7 +134,9 @@ def _keyword(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> list[
     return list(zip(hits.ids, hits.normalized(), strict=True))
 
 
-def _hits(kb: KnowledgeBase, ids: list[str], fused: dict, sem_rank: dict, kw_rank: dict) -> list[Hit]:
+def _hits(
+    kb: KnowledgeBase, ids: list[str], fused: dict, sem_rank: dict, kw_rank: dict, where: dict | None
+) -> list[Hit]:
     if not ids:
         return []
     got = kb.collection.get(ids=ids, include=["documents", "metadatas"])
@@ -144,6 +146,8 @@ def _hits(kb: KnowledgeBase, ids: list[str], fused: dict, sem_rank: dict, kw_ran
         if cid not in records:  # deleted by another process since the keyword index was read
             continue
         doc, meta = records[cid]
+        if not matches(where, meta):
+            continue
         sr, kr = sem_rank.get(cid, (None, None)), kw_rank.get(cid, (None, None))
         hits.append(
             Hit(

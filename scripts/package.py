@@ -56,6 +56,7 @@ def _validate(model, data: dict, where: str) -> None:
 def validate(root: Path = ROOT) -> dict:
     """Validate manifest + provider + tools; return the manifest."""
     from dify_plugin.core.entities.plugin.setup import PluginConfiguration
+    from dify_plugin.entities.endpoint import EndpointConfiguration, EndpointProviderConfiguration
     from dify_plugin.entities.tool import ToolConfiguration, ToolProviderConfiguration
 
     manifest = _load(root, "manifest.yaml")
@@ -85,8 +86,11 @@ def validate(root: Path = ROOT) -> dict:
             _source_exists(root, tool, tool_path)
     for group_path in manifest["plugins"].get("endpoints", []):
         group = _load(root, group_path)
+        _validate(EndpointProviderConfiguration, {**group, "endpoints": []}, group_path)
         for endpoint_path in group.get("endpoints", []):
-            _source_exists(root, _load(root, endpoint_path), endpoint_path)
+            endpoint = _load(root, endpoint_path)
+            _validate(EndpointConfiguration, endpoint, endpoint_path)
+            _source_exists(root, endpoint, endpoint_path)
     if not (root / PLUGIN_README).is_file():
         raise PackageError(f"{PLUGIN_README} is missing")
     return manifest

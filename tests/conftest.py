@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import sys
+import zipfile
+
 import pytest
 
 from kb.embedders import make_embedder
@@ -40,3 +44,40 @@ def library(tmp_path):
 @pytest.fixture
 def spy(e5):
     return CountingEmbedder(e5)
+
+
+METRICS: dict = {}  # figures the end-to-end tests measure; printed at the end of the session
+
+
+@pytest.fixture(scope="session")
+def plugin(tmp_path_factory, e5):
+    """The packaged plugin, installed in a fresh (cached) venv and running as ``python -m main``
+    under a stand-in daemon that speaks the real stdio protocol."""
+    from dify_daemon import ROOT, Backend, PluginDaemon, plugin_venv
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import package
+
+    pkg = package.build(tmp_path_factory.mktemp("dist"))
+    METRICS["package_mb"] = round(pkg.stat().st_size / 2**20, 2)
+    plugin_dir = tmp_path_factory.mktemp("installed")
+    with zipfile.ZipFile(pkg) as zf:
+        zf.extractall(plugin_dir)
+        METRICS["unpacked_mb"] = round(sum(i.file_size for i in zf.infolist()) / 2**20, 2)
+    python = plugin_venv(plugin_dir / "requirements.txt")
+
+    def embed(texts, input_type):
+        if input_type == "document":
+            return e5.embed_documents(texts).tolist()
+        return [e5.embed_query(t).tolist() for t in texts]
+
+    daemon = PluginDaemon(
+        plugin_dir,
+        python,
+        Backend(embed=embed),
+        env={"CHROMA_KB_DATA_DIR": str(tmp_path_factory.mktemp("plugin-data"))},
+    )
+    METRICS["seconds_to_first_heartbeat"] = round(daemon.wait_ready(), 2)
+    yield daemon
+    daemon.close()
+    print("\nplugin e2e metrics: " + json.dumps(METRICS))

@@ -242,6 +242,39 @@ class PluginDaemon:
             timeout,
         )
 
+    def http(
+        self,
+        tenant: str,
+        settings: dict,
+        path: str,
+        body: bytes = b"",
+        headers: dict | None = None,
+        method: str = "POST",
+        max_body: int = 10 * 1024 * 1024,
+    ) -> tuple[int, dict, bytes, Result]:
+        """An HTTP request to the plugin's endpoint, serialised as the daemon does (which reads at most
+        ``max_body`` bytes of the body). Returns status, headers, body and the raw result."""
+        body = body[:max_body]
+        head = [f"{method} {path} HTTP/1.1", "Host: dify.example", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        result = self.request(
+            tenant,
+            {
+                "type": "endpoint",
+                "action": "invoke_endpoint",
+                "user_id": "user",
+                "settings": settings,
+                "raw_http_request": binascii.hexlify(raw).decode(),
+            },
+        )
+        status, response_headers, payload = 0, {}, b""
+        for message in result.messages:
+            status = message.get("status", status)
+            response_headers = message.get("headers", response_headers)
+            payload += binascii.unhexlify(message.get("result", ""))
+        return status, response_headers, payload, result
+
     def fetch_options(self, tenant: str, tool: str, parameter: str) -> Result:
         return self.request(
             tenant,

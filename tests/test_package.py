@@ -56,6 +56,8 @@ def tree(tmp_path):
         "docs",
         "readme",
         "pyproject.toml",
+        "group",
+        "endpoints",
     ]
     root.mkdir()
     for name in keep:

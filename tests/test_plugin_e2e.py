@@ -2,47 +2,12 @@
 their hash), start ``python -m main`` with INSTALL_METHOD=local and drive it over the daemon's
 stdio protocol with the real SDK on the other side (``dify_daemon.py``)."""
 
-import json
-import sys
 import time
-import zipfile
 
 import pytest
-from dify_daemon import ROOT, Backend, PluginDaemon, plugin_venv
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import package
+from conftest import METRICS
 
 WORKSPACE_MODEL = {"provider": "acme/e5/e5", "model": "e5-small", "model_type": "text-embedding"}
-METRICS: dict = {}
-
-
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory, e5):
-    out = tmp_path_factory.mktemp("dist")
-    pkg = package.build(out)
-    METRICS["package_mb"] = round(pkg.stat().st_size / 2**20, 2)
-    plugin_dir = tmp_path_factory.mktemp("installed")
-    with zipfile.ZipFile(pkg) as zf:
-        zf.extractall(plugin_dir)
-        METRICS["unpacked_mb"] = round(sum(i.file_size for i in zf.infolist()) / 2**20, 2)
-    python = plugin_venv(plugin_dir / "requirements.txt")
-
-    def embed(texts, input_type):
-        if input_type == "document":
-            return e5.embed_documents(texts).tolist()
-        return [e5.embed_query(t).tolist() for t in texts]
-
-    daemon = PluginDaemon(
-        plugin_dir,
-        python,
-        Backend(embed=embed),
-        env={"CHROMA_KB_DATA_DIR": str(tmp_path_factory.mktemp("plugin-data"))},
-    )
-    METRICS["seconds_to_first_heartbeat"] = round(daemon.wait_ready(), 2)
-    yield daemon
-    daemon.close()
-    print("\nplugin e2e metrics: " + json.dumps(METRICS))
 
 
 def test_started_from_the_package(plugin):

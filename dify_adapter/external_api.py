@@ -1,0 +1,261 @@
+"""Dify's External Knowledge API (``POST <endpoint>/retrieval``) over the workspace's store.
+
+Request (what Dify's ``ExternalDatasetService.fetch_external_knowledge_retrieval`` sends, as
+``data=json.dumps(...)`` with ``Content-Type: application/json`` and ``Authorization: Bearer <key>``)::
+
+    {"knowledge_id": "...", "query": "...", "retrieval_setting": {"top_k": 4, "score_threshold": 0.0},
+     "metadata_condition": {"logical_operator": "and",
+                            "conditions": [{"name": "lang", "comparison_operator": "is", "value": "zh"}]}}
+
+``metadata_condition`` may be absent or null. Dify's connection check posts no body (1.x) or an
+empty ``knowledge_id`` (mainline); both get ``200 {"records": []}``. Errors use Dify's documented
+codes with 4xx statuses (Dify retries 5xx, so a user error must never be one).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kb.errors import EmbedderError, EmbedderMismatch, InvalidInput, KBError, NotFound
+from kb.fusion import FUSIONS
+from kb.retrieval import MAX_TOP_K, MODES
+
+log = logging.getLogger("chroma_kb")
+
+DEFAULT_TOP_K = 4
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict
+
+
+def _error(status: int, code: int, message: str) -> Reply:
+    return Reply(status, {"error_code": code, "error_msg": message})
+
+
+# Dify comparison operators (api/core/rag/entities/metadata_entities.py) -> Chroma where operators.
+_EQUALITY = {"is": "$eq", "=": "$eq", "is not": "$ne", "≠": "$ne", "!=": "$ne"}
+_ORDER = {">": "$gt", "<": "$lt", "≥": "$gte", ">=": "$gte", "≤": "$lte", "<=": "$lte", "after": "$gt", "before": "$lt"}
+_MEMBERSHIP = {"in": "$in", "not in": "$nin"}
+UNSUPPORTED = ("contains", "not contains", "start with", "end with", "empty", "not empty")
+
+
+def _number(value: Any, name: str, op: str) -> int | float:
+    if isinstance(value, bool):
+        raise InvalidInput(f"metadata condition on {name!r}: {op!r} needs a number, got {value!r}.")
+    if isinstance(value, int | float):
+        return value
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise InvalidInput(f"metadata condition on {name!r}: {op!r} needs a number, got {value!r}.") from None
+    return int(number) if number.is_integer() else number
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise InvalidInput(f"metadata condition value {value!r} must be text or a number.")
+
+
+def condition_to_where(condition: Any) -> dict | None:
+    """Map Dify's ``metadata_condition`` to the engine's filter, or raise InvalidInput naming the
+    condition we cannot honour (never a silently different filter)."""
+    if condition is None:
+        return None
+    if not isinstance(condition, dict):
+        raise InvalidInput("metadata_condition must be an object with logical_operator and conditions.")
+    logical = (condition.get("logical_operator") or "and").lower()
+    if logical not in ("and", "or"):
+        raise InvalidInput(f"metadata_condition.logical_operator must be 'and' or 'or', got {logical!r}.")
+    items = condition.get("conditions") or []
+    if not isinstance(items, list):
+        raise InvalidInput("metadata_condition.conditions must be a list.")
+    parts = [p for p in (_one_condition(c) for c in items) if p is not None]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {f"${logical}": parts}
+
+
+def _one_condition(item: Any) -> dict | None:
+    if not isinstance(item, dict):
+        raise InvalidInput("each metadata condition must be an object with name, comparison_operator and value.")
+    name = item.get("name")
+    if isinstance(name, list):  # the published API docs show a one-element list
+        name = name[0] if len(name) == 1 else None
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("each metadata condition needs a field name.")
+    op = str(item.get("comparison_operator", "")).strip()
+    value = item.get("value")
+    if op in UNSUPPORTED:
+        raise InvalidInput(
+            f"metadata condition on {name!r}: the operator {op!r} is not supported by this knowledge base; "
+            f"use is, is not, in, not in, =, ≠, >, <, ≥, ≤, before or after."
+        )
+    if value is None:  # Dify skips a condition without a value
+        return None
+    if op in _EQUALITY:
+        if op in ("=", "≠", "!="):
+            value = _number(value, name, op)
+        return {name: {_EQUALITY[op]: _scalar(value)}}
+    if op in _ORDER:
+        return {name: {_ORDER[op]: _number(value, name, op)}}
+    if op in _MEMBERSHIP:
+        values = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
+        if not values:
+            return None
+        return {name: {_MEMBERSHIP[op]: [_scalar(v) for v in values]}}
+    raise InvalidInput(f"metadata condition on {name!r}: unknown comparison_operator {op!r}.")
+
+
+@dataclass
+class Settings:
+    api_key: str
+    mode: str = "hybrid"
+    fusion: str = "rrf"
+    vector_weight: float = 0.7
+    keyword_fallback: bool = True
+
+    @classmethod
+    def parse(cls, settings: dict) -> Settings:
+        mode = settings.get("mode") or "hybrid"
+        fusion = settings.get("fusion") or "rrf"
+        try:
+            weight = float(settings.get("vector_weight") or 0.7)
+        except (TypeError, ValueError):
+            weight = -1
+        if mode not in MODES or fusion not in FUSIONS or not 0 <= weight <= 1:
+            raise InvalidInput("The endpoint settings are invalid (mode, fusion or vector weight); fix them in Dify.")
+        fallback = settings.get("keyword_fallback")
+        return cls(str(settings.get("api_key") or ""), mode, fusion, weight, fallback is None or bool(fallback))
+
+
+def check_authorization(header: str | None, api_key: str) -> Reply | None:
+    scheme, _, token = (header or "").partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        return _error(403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
+    if not api_key or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        return _error(403, 1002, "Authorization failed")
+    return None
+
+
+def _parse_body(raw: bytes, content_type: str) -> dict | None:
+    """The JSON body, or None for Dify's connection check (empty or non-JSON body)."""
+    if not raw.strip() or "json" not in (content_type or "").lower():
+        return None
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"The request body is not valid JSON ({exc}); note that Dify's plugin daemon cuts bodies at 10 MB."
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The request body must be a JSON object.")
+    return body
+
+
+def _retrieval_setting(body: dict) -> tuple[int, float]:
+    setting = body.get("retrieval_setting") or {}
+    if not isinstance(setting, dict):
+        raise InvalidInput("retrieval_setting must be an object with top_k and score_threshold.")
+    top_k, threshold = setting.get("top_k", DEFAULT_TOP_K), setting.get("score_threshold", 0.0)
+    if top_k is None:
+        top_k = DEFAULT_TOP_K
+    if isinstance(top_k, bool) or not isinstance(top_k, int | float) or top_k < 1 or int(top_k) != top_k:
+        raise InvalidInput(f"retrieval_setting.top_k must be a whole number of at least 1, got {top_k!r}.")
+    if threshold is None:
+        threshold = 0.0
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise InvalidInput(f"retrieval_setting.score_threshold must be between 0 and 1, got {threshold!r}.")
+    return min(int(top_k), MAX_TOP_K), float(threshold)
+
+
+def find_kb(library, knowledge_id: str):
+    """By name (any language), or by the collection id the manage tool shows."""
+    for info in library.list():
+        if info.collection == knowledge_id:
+            return library.get(info.name)
+    return library.get(knowledge_id)
+
+
+def record(hit) -> dict:
+    return {
+        "content": hit.content,
+        "score": hit.score,
+        "title": hit.title or hit.doc_id,
+        "metadata": {
+            **hit.metadata,
+            "document_id": hit.doc_id,
+            "source": hit.source,
+            "position": hit.position,
+            "chunk_id": hit.id,
+            "semantic_score": hit.semantic_score,
+            "keyword_score": hit.keyword_score,
+        },
+    }
+
+
+def retrieve(
+    *,
+    authorization: str | None,
+    raw_body: bytes,
+    content_type: str,
+    settings: dict,
+    library_factory: Callable[[], Any],
+    embedder_for: Callable[[str], Any],
+    reranker: Callable[[str, list[str]], list[float]] | None = None,
+) -> Reply:
+    """Answer one request. Never raises for a user error; unexpected errors become a 500."""
+    try:
+        config = Settings.parse(settings)
+    except InvalidInput as exc:
+        return _error(400, 400, str(exc))
+    denied = check_authorization(authorization, config.api_key)
+    if denied:
+        return denied
+    try:
+        body = _parse_body(raw_body, content_type)
+        if body is None or not str(body.get("knowledge_id") or "").strip() or not str(body.get("query") or "").strip():
+            return Reply(200, {"records": []})  # Dify's connection check
+        knowledge_id, query = str(body["knowledge_id"]).strip(), str(body["query"])
+        top_k, threshold = _retrieval_setting(body)
+        where = condition_to_where(body.get("metadata_condition"))
+        try:
+            kb = find_kb(library_factory(), knowledge_id)
+        except NotFound:
+            return _error(404, 2001, f"The knowledge base {knowledge_id!r} does not exist.")
+        hits = _search(kb, query, top_k, threshold, where, config, embedder_for, reranker)
+    except InvalidInput as exc:
+        return _error(400, 400, str(exc))
+    except KBError as exc:
+        log.warning("external knowledge request failed: %s", exc)
+        return _error(503, 503, str(exc))
+    return Reply(200, {"records": [record(h) for h in hits]})
+
+
+def _search(kb, query, top_k, threshold, where, config: Settings, embedder_for, reranker):
+    mode = config.mode
+    options = dict(
+        top_k=top_k,
+        fusion=config.fusion,
+        vector_weight=config.vector_weight,
+        where=where,
+        score_threshold=threshold,
+        reranker=reranker,
+    )
+    if mode == "keyword" or kb.keyword_only:
+        return kb.search(query, mode="keyword", **options)
+    try:
+        return kb.search(query, mode=mode, embedder=embedder_for(kb.embedder_name), **options)
+    except (EmbedderError, EmbedderMismatch) as exc:
+        if not config.keyword_fallback:
+            raise
+        log.warning("%s: semantic channel unavailable (%s); answering from the keyword channel", kb.name, exc)
+        return kb.search(query, mode="keyword", **options)

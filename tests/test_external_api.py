@@ -1,0 +1,211 @@
+"""The External Knowledge API logic, called directly (the protocol-level tests are in test_endpoint_e2e.py)."""
+
+import json
+
+import pytest
+
+from dify_adapter.external_api import condition_to_where, retrieve
+from kb.errors import EmbedderError, InvalidInput
+from kb.knowledge_base import Library
+from kb.parsing import SourceDocument
+
+KEY = "s3cret-key"
+SETTINGS = {"api_key": KEY}
+DOCS = [
+    SourceDocument(
+        "员工入职满一年后，每年享有带薪年假十天。", "leave", "年假制度", metadata={"lang": "zh", "year": 2024}
+    ),
+    SourceDocument(
+        "差旅费用须在出差结束后三十天内提交报销申请。", "travel", "报销", metadata={"lang": "zh", "year": 2022}
+    ),
+    SourceDocument(
+        "Reciprocal rank fusion merges ranked lists.", "rrf", "Fusion", metadata={"lang": "en", "year": 2024}
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "condition,where",
+    [
+        (None, None),
+        ({"conditions": []}, None),
+        (
+            {"logical_operator": "and", "conditions": [{"name": "lang", "comparison_operator": "is", "value": "zh"}]},
+            {"lang": {"$eq": "zh"}},
+        ),
+        (
+            {
+                "logical_operator": "or",
+                "conditions": [
+                    {"name": "year", "comparison_operator": "≥", "value": "2024"},
+                    {"name": ["lang"], "comparison_operator": "not in", "value": "zh, en"},
+                ],
+            },
+            {"$or": [{"year": {"$gte": 2024}}, {"lang": {"$nin": ["zh", "en"]}}]},
+        ),
+        (
+            {
+                "conditions": [
+                    {"name": "year", "comparison_operator": "=", "value": 2024},
+                    {"name": "ts", "comparison_operator": "before", "value": 1700000000.5},
+                    {"name": "lang", "comparison_operator": "is not", "value": "en"},
+                    {"name": "skip", "comparison_operator": "is", "value": None},
+                ]
+            },
+            {"$and": [{"year": {"$eq": 2024}}, {"ts": {"$lt": 1700000000.5}}, {"lang": {"$ne": "en"}}]},
+        ),
+    ],
+)
+def test_dify_conditions_map_to_filters(condition, where):
+    assert condition_to_where(condition) == where
+
+
+@pytest.mark.parametrize(
+    "condition,message",
+    [
+        (
+            {"conditions": [{"name": "t", "comparison_operator": "contains", "value": "x"}]},
+            "'contains' is not supported",
+        ),
+        ({"conditions": [{"name": "t", "comparison_operator": "empty", "value": None}]}, "'empty' is not supported"),
+        ({"conditions": [{"name": "t", "comparison_operator": ">", "value": "abc"}]}, "needs a number"),
+        ({"conditions": [{"name": "t", "comparison_operator": "like", "value": "x"}]}, "unknown comparison_operator"),
+        ({"logical_operator": "xor", "conditions": []}, "'and' or 'or'"),
+        ("lang=zh", "must be an object"),
+    ],
+)
+def test_conditions_we_cannot_honour_are_refused(condition, message):
+    with pytest.raises(InvalidInput, match=message):
+        condition_to_where(condition)
+
+
+@pytest.fixture
+def library(tmp_path, e5):
+    lib = Library(tmp_path)
+    lib.get_or_create("员工手册", e5).ingest(DOCS)
+    return lib
+
+
+def call(
+    library,
+    e5,
+    body=None,
+    *,
+    auth=f"Bearer {KEY}",
+    raw=None,
+    content_type="application/json",
+    settings=None,
+    embedder_for=None,
+):
+    return retrieve(
+        authorization=auth,
+        raw_body=raw if raw is not None else (json.dumps(body).encode() if body is not None else b""),
+        content_type=content_type,
+        settings=settings or SETTINGS,
+        library_factory=lambda: library,
+        embedder_for=embedder_for or (lambda name: e5),
+    )
+
+
+def query(q, kb="员工手册", top_k=4, threshold=0.0, condition=None):
+    body = {"knowledge_id": kb, "query": q, "retrieval_setting": {"top_k": top_k, "score_threshold": threshold}}
+    if condition is not None:
+        body["metadata_condition"] = condition
+    return body
+
+
+def test_normal_query_returns_records_with_metadata(library, e5):
+    reply = call(library, e5, query("年假能顺延吗"))
+    assert reply.status == 200
+    top = reply.body["records"][0]
+    assert top["title"] == "年假制度" and top["metadata"]["document_id"] == "leave"
+    assert all(0 <= r["score"] <= 1 and isinstance(r["metadata"], dict) for r in reply.body["records"])
+
+
+def test_top_k_threshold_and_conditions_are_honoured(library, e5):
+    assert len(call(library, e5, query("年假 报销 fusion", top_k=2)).body["records"]) == 2
+    high = call(library, e5, query("年假 报销 fusion", threshold=0.9)).body["records"]
+    assert all(r["score"] >= 0.9 for r in high)
+    cond = {
+        "logical_operator": "and",
+        "conditions": [
+            {"name": "year", "comparison_operator": "≥", "value": "2024"},
+            {"name": "lang", "comparison_operator": "is", "value": "zh"},
+        ],
+    }
+    records = call(library, e5, query("年假 报销 fusion", condition=cond)).body["records"]
+    assert [r["metadata"]["document_id"] for r in records] == ["leave"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,status,code",
+    [
+        (dict(auth=None), 403, 1001),
+        (dict(auth="Basic abc"), 403, 1001),
+        (dict(auth="Bearer "), 403, 1001),
+        (dict(auth="Bearer wrong"), 403, 1002),
+        (dict(settings={"api_key": ""}), 403, 1002),
+    ],
+)
+def test_authorization_errors(library, e5, kwargs, status, code):
+    reply = call(library, e5, query("年假"), **kwargs)
+    assert (reply.status, reply.body["error_code"]) == (status, code)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(raw=b""),
+        dict(raw=b"hello", content_type="text/plain"),
+        dict(body={"knowledge_id": "", "query": "", "retrieval_setting": {"top_k": 1, "score_threshold": 0.0}}),
+    ],
+)
+def test_connection_checks_get_empty_records(library, e5, kwargs):
+    reply = call(library, e5, **kwargs)
+    assert (reply.status, reply.body) == (200, {"records": []})
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(raw=b'{"knowledge_id": "x", "query": '), "not valid JSON"),
+        (dict(body=[1, 2]), "JSON object"),
+        (dict(body=query("q", top_k=0)), "top_k"),
+        (dict(body=query("q", threshold=2)), "score_threshold"),
+        (
+            dict(
+                body=query(
+                    "q", condition={"conditions": [{"name": "a", "comparison_operator": "contains", "value": "x"}]}
+                )
+            ),
+            "not supported",
+        ),
+        (dict(body=query("q"), settings={"api_key": KEY, "mode": "magic"}), "settings are invalid"),
+    ],
+)
+def test_bad_requests_are_400_with_a_message(library, e5, kwargs, message):
+    reply = call(library, e5, **kwargs)
+    assert reply.status == 400 and message in reply.body["error_msg"]
+
+
+def test_unknown_kb_is_2001_and_collection_id_works(library, e5):
+    reply = call(library, e5, query("年假", kb="missing"))
+    assert (reply.status, reply.body["error_code"]) == (404, 2001)
+    collection = library.list()[0].collection
+    assert call(library, e5, query("年假", kb=collection)).body["records"]
+
+
+def test_keyword_fallback_when_the_embedding_model_fails(library, e5):
+    def broken(name):
+        class Broken:
+            name, batch_size, dimension = "e5", 1, 384
+
+            def embed_query(self, text):
+                raise EmbedderError("model offline")
+
+        return Broken()
+
+    reply = call(library, e5, query("年假"), embedder_for=broken)
+    assert reply.status == 200 and reply.body["records"][0]["metadata"]["semantic_score"] is None
+    strict = call(library, e5, query("年假"), embedder_for=broken, settings={"api_key": KEY, "keyword_fallback": False})
+    assert strict.status == 503 and "model offline" in strict.body["error_msg"]
