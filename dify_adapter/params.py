@@ -3,10 +3,8 @@ or ""). These helpers coerce them and raise InvalidInput with the parameter's na
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from kb.errors import InvalidInput
+from kb.jsontext import json_object as parse_json_object
 
 
 def text(params: dict, name: str, default: str = "") -> str:
@@ -54,17 +52,7 @@ def boolean(params: dict, name: str, default: bool = False) -> bool:
 
 
 def json_object(params: dict, name: str) -> dict | None:
-    value: Any = params.get(name)
-    if value is None or value == "" or value == {}:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"Parameter '{name}' is not valid JSON ({exc.msg} at column {exc.colno}).") from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f'Parameter \'{name}\' must be a JSON object, e.g. {{"lang": "zh"}}.')
-    return value
+    return parse_json_object(params.get(name), f"Parameter '{name}'")
 
 
 def names(params: dict, *keys: str) -> list[str]:

@@ -17,6 +17,7 @@ from kb.chunking import ChunkingOptions
 from kb.embedders import LOCAL_EMBEDDERS, make_embedder
 from kb.errors import InvalidInput, KBError
 from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS
+from kb.jsontext import json_object
 from kb.retrieval import MODES
 
 SAMPLE_QUERIES = [
@@ -81,23 +82,11 @@ def _chunking(args) -> ChunkingOptions:
     )
 
 
-def _json_arg(text: str | None, what: str) -> dict | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}).") from exc
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{what} must be a JSON object.")
-    return value
-
-
 def collect_documents(paths: list[str], args) -> tuple[list, list[str]]:
     """Parse files (directories recursively); return documents and the errors of files that failed."""
     from kb.parsing import PARSERS, parse_file
 
-    metadata = _json_arg(args.metadata, "--metadata") or {}
+    metadata = json_object(args.metadata, "--metadata") or {}
     docs, errors = [], []
     for raw in paths:
         path = Path(raw)
@@ -142,7 +131,7 @@ def cmd_ingest(args) -> int:
                 doc_id,
                 title=args.title or "",
                 source="text",
-                metadata=_json_arg(args.metadata, "--metadata") or {},
+                metadata=json_object(args.metadata, "--metadata") or {},
             )
         )
     lib = _library(args)
@@ -185,7 +174,7 @@ def cmd_search(args) -> int:
         mode=args.mode,
         fusion=args.fusion,
         vector_weight=args.vector_weight,
-        where=_json_arg(args.filter, "--filter"),
+        where=json_object(args.filter, "--filter"),
         score_threshold=args.threshold,
     )
     _emit(args, [h.as_dict() for h in hits], _hits_table(hits))

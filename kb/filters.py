@@ -4,10 +4,10 @@ channel asks Chroma which of its candidates pass)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kb.errors import InvalidInput
+from kb.jsontext import json_object
 
 COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 LOGICAL = {"$and", "$or"}
@@ -16,14 +16,9 @@ Scalar = str | int | float | bool
 
 def parse_filter(value: str | dict | None) -> dict | None:
     """Accept a dict or its JSON text; return a Chroma-ready ``where`` or None."""
-    if value is None or value == "" or value == {}:
-        return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"The filter is not valid JSON ({exc.msg} at column {exc.colno}).") from exc
-    return normalize_filter(value)
+        value = json_object(value, "The filter")
+    return None if value is None or value == {} else normalize_filter(value)
 
 
 def normalize_filter(where: Any, path: str = "filter") -> dict:
