@@ -108,10 +108,11 @@ def test_malformed_requests_do_not_kill_the_plugin(plugin):
 
 
 def test_long_ingest_keeps_heartbeats_flowing(plugin):
+    """Long enough that a blocking ingest would leave stdout silent past the daemon's patience."""
     paragraphs = [
         f"第{i}节：混合检索把向量检索和关键词检索的结果融合。Section {i}: hybrid retrieval fuses vector and keyword "
         f"results so that rare terms such as code-{i:04d} are still found."
-        for i in range(700)
+        for i in range(2000)
     ]
     started = time.monotonic()
     r = plugin.invoke_tool(
@@ -129,9 +130,9 @@ def test_long_ingest_keeps_heartbeats_flowing(plugin):
         ingest_chunks_per_second=round(chunks / r.seconds, 1),
         longest_silent_gap_seconds=round(gap, 1),
     )
-    assert chunks >= 700
+    assert r.seconds > 30, f"the ingest took {r.seconds:.0f} s: too short to prove anything; make it longer"
     assert gap < 30, f"stdout was silent for {gap:.1f} s during the ingest"
-    assert heartbeats_during >= 2 or r.seconds < 20
+    assert heartbeats_during >= 2
     assert r.of_type("log"), "progress is reported as log messages"
-    hit = plugin.invoke_tool("tenant-a", "retrieve", {"query": "code-0421", "knowledge_bases": ["long"], "top_k": 1})
-    assert "code-0421" in hit.variable("result")[0]["content"]
+    hit = plugin.invoke_tool("tenant-a", "retrieve", {"query": "code-1421", "knowledge_bases": ["long"], "top_k": 1})
+    assert "code-1421" in hit.variable("result")[0]["content"]
