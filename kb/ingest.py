@@ -178,14 +178,11 @@ def ingest_documents(
         yield_now()
         if progress:
             progress(report.added, len(new))
-    if not report.complete:
-        report.seconds = round(time.perf_counter() - started, 3)
-        return report
-    if moved:
+    if report.complete and moved:  # an interrupted ingest finishes these when it is resumed
         with kb.library.lock.hold():
             kb.collection.update(ids=[r.id for r in moved], metadatas=[r.metadata for r in moved])
         report.updated = len(moved)
-    if stale:
+    if report.complete and stale:
         kb.remove_chunks(stale)
         report.removed = len(stale)
     report.seconds = round(time.perf_counter() - started, 3)

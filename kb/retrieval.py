@@ -105,13 +105,18 @@ def search(
     hits = _group_parents(hits)
     if reranker and hits:
         hits = hits[: max(top_k * 4, 20)]
-        scores = reranker(query, [h.content for h in hits])
-        if len(scores) != len(hits):
-            raise InvalidInput(f"The reranker returned {len(scores)} scores for {len(hits)} passages.")
-        for h, s in zip(hits, scores, strict=True):
-            h.rerank_score = h.score = float(min(1.0, max(0.0, s)))
+        rerank(query, hits, reranker)
         hits.sort(key=lambda h: -h.score)
     return [h for h in hits if h.score >= score_threshold][:top_k]
+
+
+def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
+    """Replace each hit's score with the reranker's, clamped to [0, 1] (callers re-sort)."""
+    scores = reranker(query, [h.content for h in hits])
+    if len(scores) != len(hits):
+        raise InvalidInput(f"The reranker returned {len(scores)} scores for {len(hits)} passages.")
+    for h, s in zip(hits, scores, strict=True):
+        h.rerank_score = h.score = round(min(1.0, max(0.0, float(s))), 6)
 
 
 def _semantic(kb: KnowledgeBase, embedder, query: str, n: int, where: dict | None) -> list[tuple[str, float]]:

@@ -43,8 +43,9 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
 
         library = self.library
         source = p.choice(params, "embedding_source", SOURCES, "auto")
-        embedder = self._embedder(source, params, library.get(name) if library.exists(name) else None)
-        kb = library.get(name) if library.exists(name) else library.create(name, embedder)
+        existing = library.get(name) if library.exists(name) else None
+        embedder = self._embedder(source, params, existing)
+        kb = existing or library.create(name, embedder)
 
         def work(progress):
             return ingest_documents(

@@ -10,7 +10,7 @@ from dify_adapter.models import dify_reranker, embedder_for_name
 from dify_adapter.output import context_text, knowledge_items
 from kb.errors import InvalidInput
 from kb.fusion import DEFAULT_FUSION, FUSIONS
-from kb.retrieval import MAX_TOP_K, MODES
+from kb.retrieval import MAX_TOP_K, MODES, rerank
 
 
 class RetrieveTool(tooling.KBTool):  # via the module: the SDK loads the one Tool subclass it finds here
@@ -53,8 +53,7 @@ class RetrieveTool(tooling.KBTool):  # via the module: the SDK loads the one Too
         merged.sort(key=lambda pair: -pair[1].score)
         if reranker and merged:
             merged = merged[: max(pool, 20)]
-            for (_, hit), score in zip(merged, reranker(query, [h.content for _, h in merged]), strict=True):
-                hit.rerank_score = hit.score = round(min(1.0, max(0.0, score)), 6)
+            rerank(query, [hit for _, hit in merged], reranker)  # across all KBs at once
             merged.sort(key=lambda pair: -pair[1].score)
         merged = [pair for pair in merged if pair[1].score >= threshold][:top_k]
 
