@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kb.errors import EmbedderError, EmbedderMismatch, InvalidInput, KBError, NotFound
-from kb.fusion import FUSIONS
+from kb.fusion import DEFAULT_FUSION, FUSIONS
 from kb.retrieval import MAX_TOP_K, MODES
 
 log = logging.getLogger("chroma_kb")
@@ -119,19 +119,20 @@ def _one_condition(item: Any) -> dict | None:
 class Settings:
     api_key: str
     mode: str = "hybrid"
-    fusion: str = "rrf"
-    vector_weight: float = 0.7
+    fusion: str = DEFAULT_FUSION
+    vector_weight: float | None = None  # None: the fusion's own default
     keyword_fallback: bool = True
 
     @classmethod
     def parse(cls, settings: dict) -> Settings:
         mode = settings.get("mode") or "hybrid"
-        fusion = settings.get("fusion") or "rrf"
+        fusion = settings.get("fusion") or DEFAULT_FUSION
+        raw = settings.get("vector_weight")
         try:
-            weight = float(settings.get("vector_weight") or 0.7)
+            weight = None if raw is None or str(raw).strip() == "" else float(raw)
         except (TypeError, ValueError):
             weight = -1
-        if mode not in MODES or fusion not in FUSIONS or not 0 <= weight <= 1:
+        if mode not in MODES or fusion not in FUSIONS or (weight is not None and not 0 <= weight <= 1):
             raise InvalidInput("The endpoint settings are invalid (mode, fusion or vector weight); fix them in Dify.")
         fallback = settings.get("keyword_fallback")
         return cls(str(settings.get("api_key") or ""), mode, fusion, weight, fallback is None or bool(fallback))

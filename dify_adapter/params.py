@@ -16,7 +16,9 @@ def text(params: dict, name: str, default: str = "") -> str:
     return str(value).strip() or default
 
 
-def number(params: dict, name: str, default: float, *, lo: float, hi: float, integer: bool = False) -> float:
+def number(
+    params: dict, name: str, default: float | None, *, lo: float, hi: float, integer: bool = False
+) -> float | None:
     value = params.get(name)
     if value is None or value == "":
         return default

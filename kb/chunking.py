@@ -109,7 +109,10 @@ def chunk_text(text: str, options: ChunkingOptions = DEFAULT_CHUNKING) -> list[C
 def _clean(text: str) -> str:
     """Dify's always-on cleaning: drop control characters (not newlines/tabs) and U+FFFE."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufffe", "")
-    return "".join(ch for ch in text if ch >= " " or ch in "\n\t")
+    return _CONTROL.sub("", text)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
 
 
 def split_text(text: str, separator: str, max_tokens: int, overlap: int) -> list[str]:

@@ -310,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("query")
     sp.add_argument("--mode", default="hybrid", choices=MODES)
     sp.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSIONS)
-    sp.add_argument("--vector-weight", type=float, default=DEFAULT_VECTOR_WEIGHT, help="weighted fusion only")
+    sp.add_argument(
+        "--vector-weight",
+        type=float,
+        help=f"0-1, semantic share for zscore/weighted (default: zscore adapts it per query, weighted "
+        f"uses {DEFAULT_VECTOR_WEIGHT})",
+    )
     sp.add_argument("--top-k", type=int, default=5)
     sp.add_argument("--threshold", type=float, default=0.0, help="drop hits scoring below this (0-1)")
     sp.add_argument("--filter", help='metadata filter, Chroma where syntax, e.g. \'{"year": {"$gte": 2024}}\'')

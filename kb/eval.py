@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from kb.errors import InvalidInput
+from kb.fusion import DEFAULT_FUSION
 from kb.metrics import mrr_at, ndcg_at, percentile, recall_at
 from kb.parsing import SourceDocument
 
@@ -53,25 +54,14 @@ def corpus_kb_name(folder: Path, corpus: list[dict], embedder: str) -> str:
     return f"eval {folder.name} {embedder} {digest.hexdigest()[:8]}"
 
 
-def evaluate(
-    folder: Path,
-    *,
-    data_dir=None,
-    embedder: str = "e5",
-    mode: str = "hybrid",
-    fusion: str = "rrf",
-    n_queries: int | None = None,
-    split: str = "test",
-    progress=None,
-    **search_options,
-) -> dict:
+def prepare(folder: Path, *, data_dir=None, embedder: str = "e5", split: str = "test", progress=None):
+    """Open (building it the first time) the KB of a BEIR folder. Returns
+    ``(kb, queries, qrels, newly embedded chunks, ingest seconds)``."""
     from kb.embedders import make_embedder
     from kb.knowledge_base import Library
 
     corpus, queries, qrels = load_beir(folder, split)
-    lib = Library(data_dir)
-    name = corpus_kb_name(folder, corpus, embedder)
-    kb = lib.get_or_create(name, make_embedder(embedder))
+    kb = Library(data_dir).get_or_create(corpus_kb_name(folder, corpus, embedder), make_embedder(embedder))
     docs = [
         SourceDocument(
             text=str(d.get("text", "")), doc_id=str(d["_id"]), title=str(d.get("title") or ""), source=folder.name
@@ -81,8 +71,24 @@ def evaluate(
     ]
     started = time.perf_counter()
     report = kb.ingest(docs, progress=progress)
-    ingest_s = time.perf_counter() - started
+    return kb, queries, qrels, report.added, time.perf_counter() - started
 
+
+def evaluate(
+    folder: Path,
+    *,
+    data_dir=None,
+    embedder: str = "e5",
+    mode: str = "hybrid",
+    fusion: str = DEFAULT_FUSION,
+    n_queries: int | None = None,
+    split: str = "test",
+    progress=None,
+    **search_options,
+) -> dict:
+    kb, queries, qrels, added, ingest_s = prepare(
+        folder, data_dir=data_dir, embedder=embedder, split=split, progress=progress
+    )
     qids = sorted(q for q in qrels if q in queries)
     if n_queries:
         qids = qids[:n_queries]
@@ -111,6 +117,6 @@ def evaluate(
         "latency_ms_p50": round(percentile(latency, 50), 2),
         "latency_ms_p95": round(percentile(latency, 95), 2),
         "chunks": kb.collection.count(),
-        "embedded_now": report.added,
+        "embedded_now": added,
         "ingest_seconds": round(ingest_s, 1),
     }

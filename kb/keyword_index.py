@@ -33,8 +33,8 @@ import threading
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +58,21 @@ class KeywordHits:
     ids: list[str]
     scores: list[float]  # raw BM25
     max_score: float  # the highest BM25 score any document could reach for this query
+    _all: Mapping[str, float] | None = field(default=None, repr=False)
 
     def normalized(self) -> list[float]:
         """Scores as a fraction of ``max_score``: in [0, 1], comparable across queries."""
-        return [min(1.0, s / self.max_score) if self.max_score > 0 else 0.0 for s in self.scores]
+        return [self.share(s) for s in self.scores]
+
+    def share(self, score: float) -> float:
+        return min(1.0, score / self.max_score) if self.max_score > 0 else 0.0
+
+    def score_of(self, ids: Iterable[str]) -> dict[str, float]:
+        """Raw BM25 of any chunks for this query (0 for those no query term matches)."""
+        ranked = dict(zip(self.ids, self.scores, strict=True))
+        if self._all is None:
+            return {cid: ranked.get(cid, 0.0) for cid in ids}
+        return {cid: ranked[cid] if cid in ranked else self._all.get(cid, 0.0) for cid in ids}
 
 
 class _Grow:
@@ -100,6 +111,26 @@ def _decode_terms(blob: bytes) -> Counter:
             term, _, n = line.rpartition("\t")
             counts[term] = int(n)
     return counts
+
+
+class _ScoreLookup(Mapping):
+    """Read-only view ``chunk id -> BM25`` over one query's score array."""
+
+    def __init__(self, scores: np.ndarray, slot_of: dict[str, int]) -> None:
+        self._scores, self._slot_of = scores, slot_of
+
+    def __getitem__(self, cid: str) -> float:
+        return float(self._scores[self._slot_of[cid]])
+
+    def get(self, cid: str, default: float = 0.0) -> float:
+        slot = self._slot_of.get(cid)
+        return default if slot is None or slot >= len(self._scores) else float(self._scores[slot])
+
+    def __iter__(self):
+        return iter(self._slot_of)
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
 
 
 class KeywordIndex:
@@ -228,7 +259,7 @@ class KeywordIndex:
         for seq, chunk_id, length, blob in rows:
             self._remove(chunk_id)
             if blob is not None:
-                self._insert(chunk_id, length, _decode_terms(blob))
+                self._add_all([(chunk_id, length, _decode_terms(blob))])
             self.seq = seq
 
     def refresh(self) -> None:
@@ -299,21 +330,26 @@ class KeywordIndex:
             n_del = len(rows) - len(prepared)
             for cid, _, _ in rows[:n_del]:
                 self._remove(cid)
-            for cid, length, counts in prepared:
-                self._remove(cid)
-                self._insert(cid, length, counts)
+            self._add_all(prepared)
             self.seq = head
             if self._needs_compaction():
                 self.compact()
             else:
                 self._maybe_fix_avgdl()
 
-    def _insert(self, chunk_id: str, length: int, counts: Counter) -> None:
-        slot = len(self.slot_ids)
+    def _add_all(self, items: list[tuple[str, int, Counter]]) -> None:
+        """Add (or replace) chunks in memory, in order; per-chunk arrays grow once per batch."""
+        first = len(self.slot_ids)
+        self.dl.extend([length for _, length, _ in items])
+        self.alive.extend(np.ones(len(items), np.bool_))
+        for slot, (cid, length, counts) in enumerate(items, start=first):
+            self._remove(cid)
+            self._insert(slot, cid, length, counts)
+
+    def _insert(self, slot: int, chunk_id: str, length: int, counts: Counter) -> None:
+        """Postings of a new slot (its ``dl`` and ``alive`` entries are already there)."""
         self.slot_ids.append(chunk_id)
         self.slot_of[chunk_id] = slot
-        self.dl.extend([length])
-        self.alive.extend([True])
         self.total_len += length
         for term, tf in counts.items():
             tid = self.vocab.get(term)
@@ -447,9 +483,7 @@ class KeywordIndex:
 
     def _build_batch(self, items: list[tuple[str, list[str]]]) -> None:
         """Add to memory only: compact() then snapshots the full state, so no journal rows."""
-        for cid, tokens in items:
-            self._remove(cid)
-            self._insert(cid, len(tokens), Counter(tokens))
+        self._add_all([(cid, len(tokens), Counter(tokens)) for cid, tokens in items])
 
     # ------------------------------------------------------------------ queries
     def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -529,4 +563,4 @@ class KeywordIndex:
                         break
             done = take
             want *= 4
-        return KeywordHits(ids, out_scores, max_score)
+        return KeywordHits(ids, out_scores, max_score, _ScoreLookup(scores, self.slot_of))

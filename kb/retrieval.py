@@ -5,8 +5,12 @@ Scores are always in [0, 1] and ``score_threshold`` applies to the final score:
 - ``semantic``: cosine similarity between query and chunk, clipped at 0.
 - ``keyword``: BM25 divided by the highest BM25 any chunk could reach for this query (the sum of
   the query terms' IDFs), i.e. the share of the query's evidence that the chunk carries.
+- ``hybrid`` + ``zscore`` (default): logistic of the weighted sum of both channels' z-scores over
+  this query's candidates; 0.5 = an average candidate, near 1 = far above the others. Without a
+  ``vector_weight`` the weight adapts to the query (``kb.fusion.adaptive_vector_weight``).
 - ``hybrid`` + ``rrf``: reciprocal rank fusion divided by its maximum; 1.0 = first in both channels.
-- ``hybrid`` + ``weighted``: vector_weight·semantic + (1 − vector_weight)·keyword.
+- ``hybrid`` + ``weighted``: vector_weight·semantic + (1 − vector_weight)·keyword (0.7 by default),
+  every candidate scored by both channels.
 - with a reranker: the reranker's score.
 """
 
@@ -16,10 +20,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
-from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS, fuse
+from kb.fusion import (
+    DEFAULT_FUSION,
+    DEFAULT_VECTOR_WEIGHT,
+    FUSIONS,
+    SCORE_FUSIONS,
+    adaptive_vector_weight,
+    rrf,
+    weighted,
+    zscore,
+)
 from kb.ingest import user_metadata
+from kb.keyword_index import KeywordHits
 
 if TYPE_CHECKING:
     from kb.knowledge_base import KnowledgeBase
@@ -62,7 +78,7 @@ def search(
     top_k: int = 5,
     mode: str = "hybrid",
     fusion: str = DEFAULT_FUSION,
-    vector_weight: float = DEFAULT_VECTOR_WEIGHT,
+    vector_weight: float | None = None,
     where: dict | str | None = None,
     score_threshold: float = 0.0,
     candidates: int | None = None,
@@ -90,24 +106,57 @@ def search(
     kb.refresh()
     n = candidates or candidate_count(top_k)
 
-    semantic = _semantic(kb, embedder or kb.embedder, query, n, where) if mode in ("hybrid", "semantic") else []
-    keyword = _keyword(kb, query, n, where) if mode in ("hybrid", "keyword") else []
-    if mode == "hybrid":
-        fused = fuse(fusion, semantic, keyword, vector_weight=vector_weight)
-    else:
-        fused = dict(semantic or keyword)
-    ranked = sorted(fused, key=lambda cid: -fused[cid])
-    sem_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(semantic)}
-    kw_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(keyword)}
+    semantic: list[tuple[str, float]] = []  # (chunk id, cosine) best first
+    vector = None
+    if mode in ("hybrid", "semantic"):
+        vector = (embedder or kb.embedder).embed_query(query)
+        semantic = _semantic(kb, vector, n, where)
+    keyword = _keyword(kb, query, n, where) if mode in ("hybrid", "keyword") else None
 
-    pool = ranked if reranker else ranked[: max(top_k * 8, 40)]
-    hits = _hits(kb, pool, fused, sem_rank, kw_rank, where)
+    cosine = dict(semantic)
+    bm25 = dict(zip(keyword.ids, keyword.scores, strict=True)) if keyword else {}
+    if mode == "hybrid" and fusion in SCORE_FUSIONS:
+        # Both channels' evidence for every candidate: cosine of keyword-only ones, BM25 of the rest.
+        union = list(dict.fromkeys([cid for cid, _ in semantic] + keyword.ids))
+        cosine |= _cosines(kb, vector, [cid for cid in union if cid not in cosine])
+        bm25 = keyword.score_of(union)
+    sem_score = {cid: _clip(c) for cid, c in cosine.items()}
+    kw_score = {cid: keyword.share(b) for cid, b in bm25.items()} if keyword else {}
+
+    if mode == "hybrid":
+        if fusion == "zscore":
+            weight = vector_weight
+            if weight is None:
+                weight = adaptive_vector_weight(keyword.share(max(keyword.scores, default=0.0)))
+            fused = zscore(cosine, bm25, weight)
+        elif fusion == "weighted":
+            weight = DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight
+            fused = weighted(list(sem_score.items()), list(kw_score.items()), weight)
+        else:
+            fused = rrf([semantic, list(zip(keyword.ids, keyword.normalized(), strict=True))])
+    elif mode == "semantic":
+        fused = sem_score
+    else:
+        fused = dict(zip(keyword.ids, keyword.normalized(), strict=True))
+    ranked = sorted(fused, key=lambda cid: -fused[cid])
+    ranks = (
+        {cid: i for i, (cid, _) in enumerate(semantic, start=1)},
+        {cid: i for i, cid in enumerate(keyword.ids, start=1)} if keyword else {},
+    )
+
+    want = max(top_k * 4, 20) if reranker else top_k
+    stop_below = 0.0 if reranker else score_threshold
+    hits = _fetch_hits(kb, ranked, want, fused, ranks, (sem_score, kw_score), where, stop_below)
     hits = _group_parents(hits)
     if reranker and hits:
-        hits = hits[: max(top_k * 4, 20)]
+        hits = hits[:want]
         rerank(query, hits, reranker)
         hits.sort(key=lambda h: -h.score)
     return [h for h in hits if h.score >= score_threshold][:top_k]
+
+
+def _clip(cosine: float) -> float:
+    return max(0.0, min(1.0, cosine))
 
 
 def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
@@ -119,33 +168,56 @@ def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
         h.rerank_score = h.score = round(min(1.0, max(0.0, float(s))), 6)
 
 
-def _semantic(kb: KnowledgeBase, embedder, query: str, n: int, where: dict | None) -> list[tuple[str, float]]:
-    total = kb.collection.count()
-    if not total:
-        return []
-    vector = embedder.embed_query(query)
-    got = kb.collection.query(query_embeddings=[vector], n_results=min(n, total), where=where, include=["distances"])
-    return [(cid, max(0.0, min(1.0, 1.0 - d))) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
+def _semantic(kb: KnowledgeBase, vector, n: int, where: dict | None) -> list[tuple[str, float]]:
+    got = kb.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
+    return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
 
 
-def _keyword(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> list[tuple[str, float]]:
+def _cosines(kb: KnowledgeBase, vector, ids: list[str]) -> dict[str, float]:
+    """Exact cosine between the query and these chunks' stored vectors."""
+    if not ids:
+        return {}
+    got = kb.collection.get(ids=ids, include=["embeddings"])
+    stored = np.asarray(got["embeddings"], dtype=np.float32)
+    if not len(stored):
+        return {}
+    q = np.asarray(vector, dtype=np.float32)
+    sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1) * np.linalg.norm(q), 1e-12)
+    return dict(zip(got["ids"], sims.tolist(), strict=True))
+
+
+def _keyword(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> KeywordHits:
     accept = None
     if where is not None:
 
         def accept(ids: list[str]) -> set[str]:
             return set(kb.collection.get(ids=ids, where=where, include=[])["ids"])
 
-    hits = kb.keyword.search(kb.tokenizer(query), n, accept)
-    return list(zip(hits.ids, hits.normalized(), strict=True))
+    return kb.keyword.search(kb.tokenizer(query), n, accept)
 
 
-def _hits(
-    kb: KnowledgeBase, ids: list[str], fused: dict, sem_rank: dict, kw_rank: dict, where: dict | None
-) -> list[Hit]:
-    if not ids:
-        return []
+def _fetch_hits(kb, ranked, want, fused, ranks, scores, where, threshold) -> list[Hit]:
+    """Hits for the best candidates, fetched from Chroma a slice at a time until ``want`` results
+    (parents counted once) are in hand: most searches need a single small ``get``."""
+    hits: list[Hit] = []
+    start, step = 0, max(want, 10)
+    while start < len(ranked) and _result_count(hits) < want:
+        part = ranked[start : start + step]
+        hits += _hits(kb, part, fused, ranks, scores, where)
+        if fused[part[-1]] < threshold:
+            break
+        start, step = start + step, step * 2
+    return hits
+
+
+def _result_count(hits: list[Hit]) -> int:
+    return len({(h.doc_id, h.metadata["_parent_position"]) if "_parent_text" in h.metadata else h.id for h in hits})
+
+
+def _hits(kb: KnowledgeBase, ids: list[str], fused: dict, ranks: tuple, scores: tuple, where: dict | None) -> list[Hit]:
     got = kb.collection.get(ids=ids, include=["documents", "metadatas"])
     records = {cid: (doc, meta) for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
+    (sem_rank, kw_rank), (sem_score, kw_score) = ranks, scores
     hits = []
     for cid in ids:
         if cid not in records:  # deleted by another process since the keyword index was read
@@ -153,7 +225,6 @@ def _hits(
         doc, meta = records[cid]
         if not matches(where, meta):
             continue
-        sr, kr = sem_rank.get(cid, (None, None)), kw_rank.get(cid, (None, None))
         hits.append(
             Hit(
                 id=cid,
@@ -164,13 +235,17 @@ def _hits(
                 source=str(meta.get("source", "")),
                 position=int(meta.get("position", 0)),
                 metadata=user_metadata(meta) | _parent_info(meta),
-                semantic_rank=sr[0],
-                semantic_score=None if sr[1] is None else round(sr[1], 6),
-                keyword_rank=kr[0],
-                keyword_score=None if kr[1] is None else round(kr[1], 6),
+                semantic_rank=sem_rank.get(cid),
+                semantic_score=_rounded(sem_score.get(cid)),
+                keyword_rank=kw_rank.get(cid),
+                keyword_score=_rounded(kw_score.get(cid)),
             )
         )
     return hits
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _parent_info(meta: dict) -> dict:

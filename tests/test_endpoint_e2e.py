@@ -6,7 +6,7 @@ import json
 import pytest
 
 KEY_A, KEY_B = "key-for-workspace-a", "key-for-workspace-b"
-A = {"api_key": KEY_A, "mode": "hybrid", "fusion": "rrf", "vector_weight": "0.7", "keyword_fallback": True}
+A = {"api_key": KEY_A, "mode": "hybrid", "keyword_fallback": True}  # fusion and weight left to their defaults
 B = {"api_key": KEY_B}
 
 

@@ -181,11 +181,20 @@ def test_connection_checks_get_empty_records(library, e5, kwargs):
             "not supported",
         ),
         (dict(body=query("q"), settings={"api_key": KEY, "mode": "magic"}), "settings are invalid"),
+        (dict(body=query("q"), settings={"api_key": KEY, "vector_weight": "1.5"}), "settings are invalid"),
     ],
 )
 def test_bad_requests_are_400_with_a_message(library, e5, kwargs, message):
     reply = call(library, e5, **kwargs)
     assert reply.status == 400 and message in reply.body["error_msg"]
+
+
+def test_settings_default_to_the_adaptive_score_fusion():
+    from dify_adapter.external_api import Settings
+
+    assert (Settings.parse({"api_key": KEY}).fusion, Settings.parse({"api_key": KEY}).vector_weight) == ("zscore", None)
+    assert Settings.parse({"api_key": KEY, "vector_weight": " "}).vector_weight is None
+    assert Settings.parse({"api_key": KEY, "fusion": "weighted", "vector_weight": "0.6"}).vector_weight == 0.6
 
 
 def test_unknown_kb_is_2001_and_collection_id_works(library, e5):

@@ -1,7 +1,7 @@
 import pytest
 
 from kb.errors import InvalidInput
-from kb.fusion import fuse, rrf, weighted
+from kb.fusion import ADAPTIVE_MAX, ADAPTIVE_MIN, adaptive_vector_weight, rrf, weighted, zscore
 
 
 def test_rrf_is_one_for_first_in_both_and_orders_by_agreement():
@@ -23,8 +23,29 @@ def test_weighted_extremes_are_single_channels():
     assert max(weighted(sem, kw, 0.0).items(), key=lambda kv: kv[1])[0] == "b"
 
 
+def test_zscore_standardises_each_channel_over_the_same_candidates():
+    # BM25 is on another scale than cosine; after standardising, only the relative position counts.
+    semantic = {"a": 0.80, "b": 0.70, "c": 0.60}
+    keyword = {"a": 3.0, "b": 30.0, "c": 0.0}
+    even = zscore(semantic, keyword, 0.5)
+    assert set(even) == {"a", "b", "c"} and all(0 < s < 1 for s in even.values())
+    assert max(even, key=even.get) == "b"  # far ahead in keywords, close second in vectors
+    assert max(zscore(semantic, keyword, 1.0).items(), key=lambda kv: kv[1])[0] == "a"
+    # Scaling a channel's raw scores changes nothing.
+    assert zscore(semantic, {k: v * 7 for k, v in keyword.items()}, 0.5) == pytest.approx(even)
+    # An average candidate scores 0.5; a channel with no spread contributes nothing.
+    flat = zscore({"a": 0.5, "b": 0.5}, {"a": 1.0, "b": 1.0}, 0.5)
+    assert flat == {"a": 0.5, "b": 0.5}
+    assert zscore({}, {}, 0.5) == {}
+
+
+def test_adaptive_weight_trusts_vectors_more_when_keywords_match_little_of_the_query():
+    assert adaptive_vector_weight(0.1) > adaptive_vector_weight(0.5) > adaptive_vector_weight(0.9)
+    assert adaptive_vector_weight(1.0) >= ADAPTIVE_MIN and adaptive_vector_weight(0.0) <= ADAPTIVE_MAX
+
+
 def test_bad_fusion_arguments():
     with pytest.raises(InvalidInput):
-        fuse("max", [], [])
-    with pytest.raises(InvalidInput):
         weighted([], [], 1.5)
+    with pytest.raises(InvalidInput):
+        zscore({"a": 1.0}, {"a": 1.0}, -0.1)

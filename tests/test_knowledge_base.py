@@ -94,7 +94,8 @@ def test_filters_apply_to_every_channel(library, e5, mode):
 
 
 @pytest.mark.parametrize(
-    "mode,fusion", [("semantic", "rrf"), ("keyword", "rrf"), ("hybrid", "rrf"), ("hybrid", "weighted")]
+    "mode,fusion",
+    [("semantic", "rrf"), ("keyword", "rrf"), ("hybrid", "zscore"), ("hybrid", "rrf"), ("hybrid", "weighted")],
 )
 def test_scores_lie_in_unit_interval_and_threshold_filters(library, e5, mode, fusion):
     kb = library.get_or_create("kb", e5)
@@ -106,6 +107,28 @@ def test_scores_lie_in_unit_interval_and_threshold_filters(library, e5, mode, fu
     assert all(
         h.score >= cut for h in kb.search("年假 fusion", mode=mode, fusion=fusion, top_k=10, score_threshold=cut)
     )
+
+
+@pytest.mark.parametrize("fusion", ["zscore", "weighted"])
+def test_score_fusions_score_every_candidate_in_both_channels(library, e5, fusion):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    # Two candidates per channel: some hits come from one channel's list only, yet carry both scores.
+    hits = kb.search("年假 fusion", fusion=fusion, top_k=4, candidates=2)
+    assert any(h.semantic_rank is None or h.keyword_rank is None for h in hits)
+    assert all(h.semantic_score is not None and h.keyword_score is not None for h in hits)
+    leave = next(h for h in hits if h.doc_id == "leave")
+    assert leave.keyword_score > 0
+    fixed = kb.search("年假 fusion", fusion=fusion, top_k=4, candidates=2, vector_weight=1.0)
+    assert fixed[0].semantic_score == max(h.semantic_score for h in fixed)
+
+
+def test_default_search_is_adaptive_zscore_fusion(library, e5):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    default = kb.search("年假 fusion", top_k=4)
+    assert [h.score for h in default] == [h.score for h in kb.search("年假 fusion", top_k=4, fusion="zscore")]
+    assert all(0.0 < h.score < 1.0 for h in default)
 
 
 def test_reranker_reorders_and_sets_score(library, e5):

@@ -28,7 +28,7 @@ class RetrieveTool(tooling.KBTool):  # via the module: the SDK loads the one Too
         threshold = p.number(params, "score_threshold", 0.0, lo=0.0, hi=1.0)
         mode = p.choice(params, "mode", MODES, "hybrid")
         fusion = p.choice(params, "fusion", FUSIONS, DEFAULT_FUSION)
-        vector_weight = p.number(params, "vector_weight", 0.7, lo=0.0, hi=1.0)
+        vector_weight = p.number(params, "vector_weight", None, lo=0.0, hi=1.0)  # None: the fusion's own
         where = p.json_object(params, "metadata_filter")
         reranker = dify_reranker(self.session, params["rerank_model"]) if params.get("rerank_model") else None
 
