@@ -81,12 +81,12 @@ def measure(daemon: PluginDaemon, kb: str, qs: list[str], mode: str) -> list[flo
     return times
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "endpoint_latency.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     e5 = make_embedder("e5")
     texts, qs = corpus_texts(), queries(args.queries)
     data_dir = Path(tempfile.mkdtemp(prefix="kb-bench-"))

@@ -1,157 +1,281 @@
-"""Retrieval quality: our channels and fusions side by side with the peers' fusions, on the same
-cached channel runs (groundwork for issue #6; the full benchmark command comes with it).
+"""Retrieval quality: our channels and fusions beside the peers' fusions and reference BM25.
 
-For each query of a BEIR folder it takes both channels' top-100 from the cached eval KB
-(``python -m kb eval`` builds it), collapses chunks to documents (best chunk per document), and
-scores every fusion on the same two lists:
+For each BEIR folder (default: scifact with MiniLM int8, medqa-zh with multilingual-e5-small) the
+corpus is ingested once into an eval KB (``python -m kb eval`` builds the same one), then per query:
 
-- ours: ``rrf`` and ``weighted`` (0.7) exactly as ``kb.fusion`` computes them;
-- peers, reimplemented from ``peer-baselines.md`` §3: RRF k=60 (ties: keyword list first),
-  LlamaIndex ``relative_score`` (min-max, equal weights), LlamaIndex ``dist_based_score``
-  (mean ± 3σ scaling), convex min-max with dense weight 0.7 (LanceDB linear).
+- ours, through ``kb.search`` exactly as users call it: semantic only, keyword only, the default
+  hybrid, and every other fusion we ship;
+- peers, reimplemented in ``bench/peers.py``, fusing the same two channel lists (each channel's
+  top 100 documents): RRF k=60, LlamaIndex relative_score and dist_based_score, convex min-max 0.7,
+  Dify's weighted score (0.7 cosine + 0.3 jieba keyword score over vector top-50 ∪ keyword top-50);
+- reference BM25: ``bm25s`` (lucene, k1 1.5, b 0.75) over our own token lists (parity check).
 
-    .venv/bin/python -m bench.quality ../shared/datasets/scifact --embedder minilm
+Documents are ranked by their best chunk; metrics are nDCG@10, Recall@100, MRR@10 over the first
+100 documents. Query vectors are cached under ``bench/results/cache`` (embedding is the slow part).
+
+medqa-zh: the adaptive fusion weight was tuned on a fifth of its queries (``tuning_split``), so the
+reported numbers use the other four fifths; scifact: tuned on ``qrels/train.tsv``, reported on test.
+
+    .venv/bin/python -m bench quality [--dataset DIR --embedder NAME ...] [--queries N]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import hashlib
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kb.eval import corpus_kb_name, load_beir
-from kb.fusion import rrf, weighted
+import numpy as np
+
+from bench import peers
+from bench.common import DATASETS, ROOT, report_table, write_json
+from kb.fusion import DEFAULT_FUSION, FUSIONS
 from kb.metrics import mrr_at, ndcg_at, recall_at
+from kb.tokenize import index_text
 
-Run = list[tuple[str, float]]  # (doc_id, score) best first
+DEFAULTS = [("scifact", "minilm"), ("medqa-zh", "e5")]
+DEPTH = 100
 
 
-def _by_doc(ids: list[str], scores: list[float], doc_of: dict[str, str]) -> Run:
+def tuning_split(qid: str) -> bool:
+    """The fifth of medqa-zh queries (by a hash of the id) that tuned the adaptive weight."""
+    return hashlib.sha1(qid.encode()).digest()[0] < 51
+
+
+class CachedQueries:
+    """The KB's embedder with query vectors cached on disk (same name and dimension)."""
+
+    def __init__(self, inner, path: Path) -> None:
+        self.inner, self.path = inner, path
+        self.name, self.dimension = inner.name, inner.dimension
+        self.batch_size = getattr(inner, "batch_size", 32)
+        self.vectors: dict[str, np.ndarray] = {}
+        if path.exists():
+            data = np.load(path, allow_pickle=False)
+            self.vectors = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+        self._dirty = False
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        if text not in self.vectors:
+            self.vectors[text] = np.asarray(self.inner.embed_query(text), np.float32)
+            self._dirty = True
+        return self.vectors[text]
+
+    def save(self) -> None:
+        if self._dirty and self.vectors:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            texts = list(self.vectors)
+            np.savez(self.path, texts=np.array(texts), vectors=np.vstack([self.vectors[t] for t in texts]))
+
+
+def _docs(hit_doc_ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(hit_doc_ids))[:DEPTH]
+
+
+def _by_doc(pairs: list[tuple[str, float]], doc_of: dict[str, str]) -> list[tuple[str, float]]:
     best: dict[str, float] = {}
-    for cid, s in zip(ids, scores, strict=True):
-        d = doc_of[cid]
-        if d not in best:
-            best[d] = s
-    return list(best.items())
+    for cid, s in pairs:
+        best.setdefault(doc_of[cid], s)
+    return list(best.items())[:DEPTH]
 
 
-def channel_runs(folder: Path, embedder: str, data_dir=None, split: str = "test", depth: int = 100) -> dict:
-    """``{qid: {"semantic": run, "keyword": run}}`` with raw scores (cosine; BM25 and its max)."""
-    from kb.embedders import make_embedder
-    from kb.knowledge_base import Library
+class Dataset:
+    """One BEIR folder's eval KB, its queries and what every method ranks for them."""
 
-    corpus, queries, qrels = load_beir(folder, split)
-    kb = Library(data_dir).get(corpus_kb_name(folder, corpus, embedder), make_embedder(embedder))
-    doc_of = {}
-    for ids, _, metas in kb.iter_chunks(include=["metadatas"]):
-        doc_of.update((cid, m["doc_id"]) for cid, m in zip(ids, metas, strict=True))
-    runs = {}
-    for qid in sorted(q for q in qrels if q in queries):
-        text = queries[qid]
-        vector = kb.embedder.embed_query(text)
-        got = kb.collection.query(query_embeddings=[vector], n_results=depth * 2, include=["distances"])
-        sem = _by_doc(got["ids"][0], [1 - d for d in got["distances"][0]], doc_of)[:depth]
-        hits = kb.keyword.search(kb.tokenizer(text), depth * 2)
-        kw = _by_doc(hits.ids, hits.scores, doc_of)[:depth]
-        runs[qid] = {"semantic": sem, "keyword": kw, "keyword_max": hits.max_score}
-    return {"qrels": qrels, "runs": runs}
+    def __init__(self, folder: Path, embedder: str, data_dir, n_queries: int | None, progress) -> None:
+        from kb.eval import prepare
+
+        self.folder, self.embedder_name = folder, embedder
+        started = time.perf_counter()
+        self.kb, queries, qrels, self.embedded, _ = prepare(
+            folder, data_dir=data_dir, embedder=embedder, progress=progress
+        )
+        self.build_s = time.perf_counter() - started
+        qids = sorted(q for q in qrels if q in queries)
+        self.split_note = "test"
+        if folder.name == "medqa-zh":
+            qids = [q for q in qids if not tuning_split(q)]
+            self.split_note = "test minus the tuning fifth"
+        if n_queries:
+            qids = qids[:n_queries]
+        self.qids, self.queries, self.qrels = qids, queries, qrels
+        cache = ROOT / "bench" / "results" / "cache" / f"{self.kb.collection.name}-queries.npz"
+        self.embedder = CachedQueries(self.kb.embedder, cache)
+        self.doc_of: dict[str, str] = {}
+        self.text_of_chunk: dict[str, str] = {}
+        self.doc_vectors: dict[str, list[np.ndarray]] = {}
+        offset = 0
+        while True:
+            got = self.kb.collection.get(include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset)
+            if not got["ids"]:
+                break
+            rows = zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
+            for cid, doc, meta, vec in rows:
+                self.doc_of[cid] = meta["doc_id"]
+                self.text_of_chunk[cid] = index_text(str(meta.get("title", "")), doc or "")
+                self.doc_vectors.setdefault(meta["doc_id"], []).append(np.asarray(vec, np.float32))
+            offset += len(got["ids"])
+
+    def ours(self, **options) -> dict[str, list[str]]:
+        out = {}
+        for qid in self.qids:
+            hits = self.kb.search(self.queries[qid], top_k=DEPTH, candidates=DEPTH, embedder=self.embedder, **options)
+            out[qid] = _docs([h.doc_id for h in hits])
+        return out
+
+    def channels(self) -> dict[str, dict]:
+        """Each query's two channel lists (documents, raw scores) as a peer system would get them."""
+        runs = {}
+        for qid in self.qids:
+            text = self.queries[qid]
+            vector = self.embedder.embed_query(text)
+            got = self.kb.collection.query(query_embeddings=[vector], n_results=DEPTH * 2, include=["distances"])
+            semantic = [(cid, 1 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
+            hits = self.kb.keyword.search(self.kb.tokenizer(text), DEPTH * 2)
+            runs[qid] = {
+                "semantic": _by_doc(semantic, self.doc_of),
+                "keyword": _by_doc(list(zip(hits.ids, hits.scores, strict=True)), self.doc_of),
+                "vector": vector,
+            }
+        return runs
+
+    def bm25s_reference(self) -> dict[str, list[str]]:
+        import bm25s
+
+        ids = list(self.doc_of)
+        vocab: dict[str, int] = {}
+        token_ids = [[vocab.setdefault(t, len(vocab)) for t in self.kb.tokenizer(self.text_of_chunk[c])] for c in ids]
+        ref = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        ref.index(bm25s.tokenization.Tokenized(ids=token_ids, vocab=vocab), show_progress=False)
+        out = {}
+        for qid in self.qids:
+            q = [vocab[t] for t in self.kb.tokenizer(self.queries[qid]) if t in vocab]
+            if not q:
+                out[qid] = []
+                continue
+            scores = ref.get_scores(q)
+            top = np.argpartition(-scores, min(len(scores) - 1, DEPTH * 2))[: DEPTH * 2]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            out[qid] = _docs([self.doc_of[ids[i]] for i in top if scores[i] > 0])
+        return out
+
+    def doc_texts(self) -> dict[str, str]:
+        texts: dict[str, list[str]] = {}
+        for cid, text in self.text_of_chunk.items():
+            texts.setdefault(self.doc_of[cid], []).append(text)
+        return {d: "\n".join(parts) for d, parts in texts.items()}
+
+    def score(self, ranked: dict[str, list[str]]) -> dict:
+        n = len(self.qids)
+        return {
+            "ndcg@10": round(sum(ndcg_at(ranked[q], self.qrels[q], 10) for q in self.qids) / n, 4),
+            "recall@100": round(sum(recall_at(ranked[q], self.qrels[q], 100) for q in self.qids) / n, 4),
+            "mrr@10": round(sum(mrr_at(ranked[q], self.qrels[q], 10) for q in self.qids) / n, 4),
+        }
 
 
-def _minmax(run: Run) -> dict[str, float]:
-    if not run:
-        return {}
-    lo, hi = min(s for _, s in run), max(s for _, s in run)
-    if hi == lo:
-        return {d: (1.0 if hi > 0 else 0.0) for d, _ in run}
-    return {d: (s - lo) / (hi - lo) for d, s in run}
+def peer_rows(ds: Dataset) -> dict[str, dict[str, list[str]]]:
+    runs = ds.channels()
+    texts = ds.doc_texts()
+    scorer = peers.DifyKeywordScorer()
+
+    def cosine_for(vector) -> Callable[[str], float]:
+        def cosine(doc: str) -> float:  # the document's best chunk, as the vector store returns it
+            v = np.vstack(ds.doc_vectors[doc])
+            return float(np.max(v @ vector / (np.linalg.norm(v, axis=1) * np.linalg.norm(vector))))
+
+        return cosine
+
+    rules: dict[str, Callable[[dict, str], list[str]]] = {
+        "peer: RRF k=60 (Cormack; LangChain, LanceDB default)": lambda r, q: peers.rrf(r["keyword"], r["semantic"]),
+        "peer: LlamaIndex relative_score": lambda r, q: peers.relative_score(r["semantic"], r["keyword"]),
+        "peer: LlamaIndex dist_based_score": lambda r, q: peers.dist_based_score(r["semantic"], r["keyword"]),
+        "peer: convex min-max 0.7 (Bruch et al.; LanceDB linear)": lambda r, q: peers.convex(
+            r["semantic"], r["keyword"], 0.7
+        ),
+        "peer: Dify weighted score 0.7/0.3 (jieba keyword score, 50+50)": lambda r, q: peers.dify_weighted(
+            ds.queries[q], r["semantic"], r["keyword"], cosine_for(r["vector"]), texts.__getitem__, scorer
+        ),
+    }
+    return {name: {q: rule(runs[q], q)[:DEPTH] for q in ds.qids} for name, rule in rules.items()}
 
 
-def _dist(run: Run) -> dict[str, float]:
-    if not run:
-        return {}
-    scores = [s for _, s in run]
-    mean, std = statistics.fmean(scores), statistics.pstdev(scores)
-    lo, hi = mean - 3 * std, mean + 3 * std
-    if hi == lo:
-        return {d: 1.0 for d, _ in run}
-    return {d: (s - lo) / (hi - lo) for d, s in run}
+def evaluate(ds: Dataset) -> list[dict]:
+    methods: dict[str, dict[str, list[str]]] = {
+        "ours: semantic only": ds.ours(mode="semantic"),
+        "ours: keyword only (BM25)": ds.ours(mode="keyword"),
+        f"ours: hybrid, default ({DEFAULT_FUSION}, adaptive weight)": ds.ours(mode="hybrid"),
+    }
+    for fusion in FUSIONS:
+        if fusion != DEFAULT_FUSION:
+            methods[f"ours: hybrid, {fusion}"] = ds.ours(mode="hybrid", fusion=fusion)
+    methods["reference: bm25s over our tokens"] = ds.bm25s_reference()
+    methods.update(peer_rows(ds))
+    ds.embedder.save()
+    return [{"method": name, **ds.score(ranked)} for name, ranked in methods.items()]
 
 
-def _combine(a: dict, b: dict, wa: float, wb: float) -> list[str]:
-    fused: dict[str, float] = {}
-    for d, s in a.items():
-        fused[d] = fused.get(d, 0.0) + wa * s
-    for d, s in b.items():
-        fused[d] = fused.get(d, 0.0) + wb * s
-    return sorted(fused, key=lambda d: -fused[d])
-
-
-def _ranked(scores: dict[str, float]) -> list[str]:
-    return sorted(scores, key=lambda d: -scores[d])
-
-
-def _normalized_keyword(run: Run, max_score: float) -> Run:
-    return [(d, min(1.0, s / max_score) if max_score else 0.0) for d, s in run]
-
-
-FUSIONS: dict[str, Callable[[dict], list[str]]] = {
-    "semantic only": lambda q: [d for d, _ in q["semantic"]],
-    "keyword only": lambda q: [d for d, _ in q["keyword"]],
-    "ours: rrf (default)": lambda q: _ranked(rrf([q["semantic"], q["keyword"]])),
-    "ours: weighted 0.7": lambda q: _ranked(
-        weighted(q["semantic"], _normalized_keyword(q["keyword"], q["keyword_max"]), 0.7)
-    ),
-    "peer: RRF k=60 (LangChain, LanceDB)": lambda q: _ranked(rrf([q["keyword"], q["semantic"]])),
-    "peer: LlamaIndex relative_score": lambda q: _combine(_minmax(q["semantic"]), _minmax(q["keyword"]), 0.5, 0.5),
-    "peer: LlamaIndex dist_based_score": lambda q: _combine(_dist(q["semantic"]), _dist(q["keyword"]), 0.5, 0.5),
-    "peer: convex min-max 0.7 (LanceDB linear)": lambda q: _combine(
-        _minmax(q["semantic"]), _minmax(q["keyword"]), 0.7, 0.3
-    ),
-}
-
-
-def score(data: dict) -> list[dict]:
-    qrels, runs = data["qrels"], data["runs"]
-    rows = []
-    for name, fusion in FUSIONS.items():
-        ndcg = recall = mrr = 0.0
-        for qid, q in runs.items():
-            ranked = fusion(q)[:100]
-            ndcg += ndcg_at(ranked, qrels[qid], 10)
-            recall += recall_at(ranked, qrels[qid], 100)
-            mrr += mrr_at(ranked, qrels[qid], 10)
-        n = len(runs)
-        rows.append({"method": name, "ndcg@10": round(ndcg / n, 4), "recall@100": round(recall / n, 4),
-                     "mrr@10": round(mrr / n, 4)})
-    return rows
+def table(ds: Dataset, rows: list[dict]) -> str:
+    title = (
+        f"**{ds.folder.name}** ({ds.embedder_name}, {len(ds.qids)} queries: {ds.split_note}; "
+        f"{ds.kb.collection.count()} chunks)"
+    )
+    best_peer = max((r for r in rows if r["method"].startswith("peer")), key=lambda r: r["ndcg@10"])
+    body = report_table(
+        ["method", "nDCG@10", "R@100", "MRR@10"],
+        [[r["method"], f"{r['ndcg@10']:.3f}", f"{r['recall@100']:.3f}", f"{r['mrr@10']:.3f}"] for r in rows],
+    )
+    ours = next(r for r in rows if "default" in r["method"])
+    single = max((r for r in rows if r["method"].endswith(("semantic only", "(BM25)"))), key=lambda r: r["ndcg@10"])
+    note = (
+        f"default hybrid − best peer ({best_peer['method'].removeprefix('peer: ')}): "
+        f"{ours['ndcg@10'] - best_peer['ndcg@10']:+.3f}; − best single channel: "
+        f"{ours['ndcg@10'] - single['ndcg@10']:+.3f}"
+    )
+    return f"{title}\n\n{body}\n\n{note}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset")
-    parser.add_argument("--embedder", default="e5")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--runs", help="cache file for the channel runs (reused when it exists)")
+    parser = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", action="append", help="a BEIR folder (repeatable; default: scifact and medqa-zh)")
+    parser.add_argument("--embedder", action="append", help="embedder for each --dataset (default e5)")
+    parser.add_argument("--queries", type=int, help="only the first N queries of each set (smoke runs)")
+    parser.add_argument("--data-dir", help="where the eval KBs live (default: the usual data directory)")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = parser.parse_args(argv)
-    folder = Path(args.dataset)
-    cache = Path(args.runs) if args.runs else None
-    if cache and cache.exists():
-        data = json.loads(cache.read_text())
+    if args.dataset:
+        embedders = args.embedder or []
+        sets = [(Path(d), embedders[i] if i < len(embedders) else "e5") for i, d in enumerate(args.dataset)]
     else:
-        data = channel_runs(folder, args.embedder, args.data_dir, args.split)
-        if cache:
-            cache.write_text(json.dumps(data))
-    rows = score(data)
-    print(f"{folder.name} ({args.embedder}, {args.split}, {len(data['runs'])} queries)\n")
-    print("| method | nDCG@10 | R@100 | MRR@10 |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['method']} | {r['ndcg@10']:.3f} | {r['recall@100']:.3f} | {r['mrr@10']:.3f} |")
+        sets = [(DATASETS / name, emb) for name, emb in DEFAULTS]
+    results, tables = [], []
+    for folder, embedder in sets:
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, name=folder.name) -> None:
+            if done == total or done % 2000 < 50:
+                print(f"[quality] {name}: embedded {done}/{total} chunks", file=sys.stderr)
+
+        ds = Dataset(folder, embedder, args.data_dir, args.queries, progress)
+        rows = evaluate(ds)
+        tables.append(table(ds, rows))
+        results.append(
+            {
+                "dataset": folder.name,
+                "embedder": embedder,
+                "queries": len(ds.qids),
+                "split": ds.split_note,
+                "chunks": ds.kb.collection.count(),
+                "rows": rows,
+            }
+        )
+        print(f"[quality] {folder.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    write_json(args.json, {"benchmark": "quality", "argv": sys.argv, "results": results})
+    print("\n".join(tables))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Speed and footprint at 10k / 100k chunks, each figure beside a reference measured in the same run.
+
+The corpus is real text (scifact + medqa-zh passages, cut to chunk size and replicated to the
+target size, each copy tagged) with pseudo-random unit 384-d vectors derived from the text, so no
+model runs: embedding time is excluded (the stand-in embedder's own time is reported apart).
+
+Ours beside the reference, measured in the same run:
+
+- ``kb.ingest`` of the passages (chunk, hash, tokenize, upsert, keyword index) / raw
+  ``collection.add`` of the same vectors, texts and metadata;
+- keyword search, top 100 / ``bm25s`` (lucene, k1 1.5, b 0.75) on the same token lists, top 100;
+- hybrid ``kb.search``, top 10 / Chroma query top 100 + bm25s top 100 + RRF + fetching the 10
+  winners' texts;
+- adding 1,000 chunks to the keyword index / rebuilding the keyword index from scratch;
+- cold open to the first hybrid answer in a fresh process / the same with the Chroma collection;
+- peak RSS of a process that opens the KB and answers the queries / the same with Chroma alone;
+- disk: Chroma + keyword index / Chroma alone.
+
+    .venv/bin/python -m bench speed [--sizes 10000 100000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import ROOT, queries_from, report_table, shared_dataset, write_json
+from kb.metrics import percentile
+
+DIM = 384
+BATCH = 5000
+PASSAGE_CHARS = 600
+
+
+class HashEmbedder:
+    """Deterministic pseudo-random unit vectors from the text: no model, near-zero cost."""
+
+    name = "bench-hash"
+    dimension = DIM
+    batch_size = 256
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @staticmethod
+    def vector(text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = np.vstack([self.vector(t) for t in texts]) if texts else np.zeros((0, DIM), np.float32)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+
+def passages(size: int) -> list[str]:
+    base = []
+    for name in ("scifact", "medqa-zh"):
+        with (shared_dataset(name) / "corpus.jsonl").open(encoding="utf-8") as f:
+            base += [t[:PASSAGE_CHARS] for t in (json.loads(line).get("text") or "" for line in f) if t.strip()]
+    return [f"{base[i % len(base)]} #{i}" for i in range(size)]
+
+
+def _ms(seconds: list[float]) -> tuple[float, float]:
+    ms = [s * 1000 for s in seconds]
+    return round(percentile(ms, 50), 3), round(percentile(ms, 95), 3)
+
+
+def _timed(fn, items) -> list[float]:
+    out = []
+    for item in items:
+        t0 = time.perf_counter()
+        fn(item)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's, from fork)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def _subprocess_json(code: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, check=False, timeout=600
+    )
+    if out.returncode:
+        raise RuntimeError(f"benchmark subprocess failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# The two cold-start / memory probes run in fresh interpreters; they print one JSON line.
+_CHROMA_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import chromadb, numpy as np
+from bench.speed import HashEmbedder
+t_import = time.perf_counter() - t0
+path, name, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+vectors = [HashEmbedder.vector(q) for q in queries]
+t1 = time.perf_counter()
+col = chromadb.PersistentClient(path).get_collection(name)
+col.query(query_embeddings=[vectors[0]], n_results=10, include=["documents", "metadatas", "distances"])
+first = time.perf_counter() - t1
+for v in vectors:
+    col.query(query_embeddings=[v], n_results=100, include=["distances"])
+from bench.speed import peak_rss_mb
+print(json.dumps({"import_s": t_import, "first_answer_s": first, "peak_rss_mb": peak_rss_mb()}))
+"""
+
+_KB_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+import chromadb
+from kb.knowledge_base import Library
+from bench.speed import HashEmbedder
+t_import = time.perf_counter() - t0
+path, name, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+t1 = time.perf_counter()
+kb = Library(path).get(name, HashEmbedder())
+kb.search(queries[0], top_k=10)
+first = time.perf_counter() - t1
+for q in queries:
+    kb.search(q, top_k=10)
+from bench.speed import peak_rss_mb
+print(json.dumps({"import_s": t_import, "first_answer_s": first, "peak_rss_mb": peak_rss_mb()}))
+"""
+
+
+def run_size(size: int, queries: list[str], workdir: Path) -> dict:
+    import bm25s
+    import chromadb
+
+    from kb.knowledge_base import HNSW, Library
+    from kb.parsing import SourceDocument
+
+    texts = passages(size)
+    metas = [{"doc_id": f"d{i}", "title": "", "source": "bench", "position": 0} for i in range(size)]
+    vectors = np.vstack([HashEmbedder.vector(t) for t in texts])
+
+    # Reference: raw Chroma add of the same vectors, texts and metadata.
+    ref_dir = workdir / f"chroma-{size}"
+    col = chromadb.PersistentClient(str(ref_dir)).create_collection(
+        "bench", configuration={"hnsw": HNSW}, embedding_function=None
+    )
+    t0 = time.perf_counter()
+    for s in range(0, size, BATCH):
+        col.add(
+            ids=[f"c{i}" for i in range(s, min(size, s + BATCH))],
+            embeddings=vectors[s : s + BATCH],
+            documents=texts[s : s + BATCH],
+            metadatas=metas[s : s + BATCH],
+        )
+    ref_add_s = time.perf_counter() - t0
+
+    # Ours: the full ingest path.
+    kb_dir = workdir / f"kb-{size}"
+    embedder = HashEmbedder()
+    kb = Library(kb_dir).create("bench", embedder)
+    docs = [SourceDocument(text=t, doc_id=f"d{i}", title="", source="bench") for i, t in enumerate(texts)]
+    t0 = time.perf_counter()
+    report = kb.ingest(docs, batch_size=BATCH)
+    ingest_s = time.perf_counter() - t0
+    assert report.added == size, report
+
+    # Keyword channel vs bm25s on the same token lists.
+    tokens = kb.tokenizer.tokenize_many(texts)
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
+    t0 = time.perf_counter()
+    ref_bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    ref_bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
+    bm25s_index_s = time.perf_counter() - t0
+    q_tokens = [kb.tokenizer(q) for q in queries]
+    q_ids = [[vocab[t] for t in qt if t in vocab] or [0] for qt in q_tokens]
+
+    def bm25s_top(qi: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        scores = ref_bm25.get_scores(qi)
+        top = np.argpartition(-scores, 100)[:100]
+        return top[np.argsort(-scores[top])], scores
+
+    for qt, qi in zip(q_tokens[:10], q_ids[:10], strict=True):  # warm-up
+        kb.keyword.search(qt, 100)
+        bm25s_top(qi)
+    ours_kw = _timed(lambda qt: kb.keyword.search(qt, 100), q_tokens)
+    ref_kw = _timed(bm25s_top, q_ids)
+
+    # Hybrid: ours end to end vs the minimal Chroma + bm25s + RRF pipeline.
+    q_vectors = {q: HashEmbedder.vector(q) for q in queries}
+
+    def reference_hybrid(i: int) -> None:
+        got = col.query(query_embeddings=[q_vectors[queries[i]]], n_results=100, include=["distances"])
+        top, _ = bm25s_top(q_ids[i])
+        fused: dict[str, float] = {}
+        for run in (got["ids"][0], [f"c{j}" for j in top]):
+            for rank, cid in enumerate(run, 1):
+                fused[cid] = fused.get(cid, 0.0) + 1 / (60 + rank)
+        col.get(ids=sorted(fused, key=fused.__getitem__, reverse=True)[:10], include=["documents", "metadatas"])
+
+    for i in range(10):
+        reference_hybrid(i)
+        kb.search(queries[i], top_k=10)
+    ref_hybrid = _timed(reference_hybrid, range(len(queries)))
+    ours_hybrid = _timed(lambda q: kb.search(q, top_k=10), queries)
+
+    # Adding 1,000 chunks to the keyword index vs rebuilding it.
+    extra = [f"{t} +{i}" for i, t in enumerate(passages(1000))]
+    extra_tokens = kb.tokenizer.tokenize_many(extra)
+    t0 = time.perf_counter()
+    kb.keyword.apply(upserts=[(f"x{i}", t) for i, t in enumerate(extra_tokens)])
+    add_1k_s = time.perf_counter() - t0
+    kb.keyword.apply(deletes=[f"x{i}" for i in range(1000)])
+    t0 = time.perf_counter()
+    kb.rebuild_keyword_index()
+    rebuild_s = time.perf_counter() - t0
+
+    # Fresh processes: cold start and peak memory.
+    sample = json.dumps(queries)
+    ref_probe = _subprocess_json(_CHROMA_PROBE, str(ref_dir), "bench", sample)
+    our_probe = _subprocess_json(_KB_PROBE, str(kb_dir), "bench", sample)
+    return {
+        "chunks": size,
+        "queries": len(queries),
+        "ingest_s": round(ingest_s, 2),
+        "ref_chroma_add_s": round(ref_add_s, 2),
+        "ingest_ratio": round(ingest_s / ref_add_s, 3),
+        "stand_in_embedder_s": round(embedder.seconds, 2),
+        "keyword_p50_ms": _ms(ours_kw)[0],
+        "keyword_p95_ms": _ms(ours_kw)[1],
+        "ref_bm25s_p50_ms": _ms(ref_kw)[0],
+        "ref_bm25s_p95_ms": _ms(ref_kw)[1],
+        "keyword_p50_ratio": round(percentile(ours_kw, 50) / percentile(ref_kw, 50), 3),
+        "hybrid_p50_ms": _ms(ours_hybrid)[0],
+        "hybrid_p95_ms": _ms(ours_hybrid)[1],
+        "ref_chroma_bm25s_p50_ms": _ms(ref_hybrid)[0],
+        "ref_chroma_bm25s_p95_ms": _ms(ref_hybrid)[1],
+        "hybrid_p50_ratio": round(percentile(ours_hybrid, 50) / percentile(ref_hybrid, 50), 3),
+        "keyword_add_1k_s": round(add_1k_s, 3),
+        "keyword_rebuild_s": round(rebuild_s, 2),
+        "ref_bm25s_index_s": round(bm25s_index_s, 2),
+        "add_1k_share_of_rebuild": round(add_1k_s / rebuild_s, 4),
+        "cold_first_answer_s": round(our_probe["first_answer_s"], 3),
+        "ref_cold_first_answer_s": round(ref_probe["first_answer_s"], 3),
+        "import_s": round(our_probe["import_s"], 3),
+        "ref_import_s": round(ref_probe["import_s"], 3),
+        "peak_rss_mb": round(our_probe["peak_rss_mb"], 1),
+        "ref_peak_rss_mb": round(ref_probe["peak_rss_mb"], 1),
+        "rss_ratio": round(our_probe["peak_rss_mb"] / ref_probe["peak_rss_mb"], 3),
+        "disk_mb": round(_du(kb_dir) / 2**20, 1),
+        "ref_disk_mb": round(_du(ref_dir) / 2**20, 1),
+    }
+
+
+ROWS = [
+    ("ingest, s (ratio to raw Chroma add; target ≤ 1.2)", "ingest_s", "ref_chroma_add_s", "ingest_ratio"),
+    ("keyword query p50 ms (ratio to bm25s; target ≤ 1.5)", "keyword_p50_ms", "ref_bm25s_p50_ms", "keyword_p50_ratio"),
+    ("keyword query p95 ms", "keyword_p95_ms", "ref_bm25s_p95_ms", None),
+    (
+        "hybrid query p50 ms (ratio to Chroma + bm25s; target ≤ 1.3)",
+        "hybrid_p50_ms",
+        "ref_chroma_bm25s_p50_ms",
+        "hybrid_p50_ratio",
+    ),
+    ("hybrid query p95 ms", "hybrid_p95_ms", "ref_chroma_bm25s_p95_ms", None),
+    (
+        "add 1k chunks to the keyword index, s (share of a full rebuild; target ≤ 0.05)",
+        "keyword_add_1k_s",
+        "keyword_rebuild_s",
+        "add_1k_share_of_rebuild",
+    ),
+    ("cold open → first hybrid answer, s (target ≤ 1)", "cold_first_answer_s", "ref_cold_first_answer_s", None),
+    ("import time, s", "import_s", "ref_import_s", None),
+    ("peak RSS MB (ratio to Chroma alone; target ≤ 1.3)", "peak_rss_mb", "ref_peak_rss_mb", "rss_ratio"),
+    ("disk MB", "disk_mb", "ref_disk_mb", None),
+]
+
+
+def table(results: list[dict]) -> str:
+    header = ["measure"] + [f"{r['chunks']:,} chunks: ours / reference / ratio" for r in results]
+    lines = []
+    for label, ours, ref, ratio in ROWS:
+        cells = []
+        for r in results:
+            value = f"{r[ours]} / {r[ref]}"
+            if ratio:
+                value += f" / **{r[ratio]}**"
+            else:
+                value += f" / {r[ours] / r[ref]:.2f}" if r[ref] else ""
+            cells.append(value)
+        lines.append([label, *cells])
+    return report_table(header, lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=200, help="real queries, half scifact, half medqa-zh")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "speed.json"))
+    parser.add_argument("--workdir", help="where to build the stores (default: a temporary directory, removed)")
+    args = parser.parse_args(argv)
+    queries = queries_from("scifact", args.queries // 2) + queries_from("medqa-zh", args.queries - args.queries // 2)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kb-bench-speed-"))
+    results = []
+    try:
+        for size in args.sizes:
+            t0 = time.perf_counter()
+            results.append(run_size(size, queries, workdir))
+            print(f"[speed] {size:,} chunks measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    write_json(args.json, {"benchmark": "speed", "argv": sys.argv, "results": results})
+    print(table(results))
+    return 0
