@@ -244,7 +244,7 @@ class KeywordIndex:
                 if int(self._meta("snapshot_seq") or -1) >= 0:
                     self._load_snapshot(int(self._meta("snapshot_seq")))
                 self._replay(db)
-                self._fix_avgdl()
+                self._maybe_fix_avgdl()
             except (
                 sqlite3.DatabaseError,
                 OSError,
@@ -277,8 +277,16 @@ class KeywordIndex:
                 p_slot, p_tf = z["p_slot"], z["p_tf"]
         else:
             p_slot, p_tf = _mapped_member(self._snapshot_path, "p_slot"), _mapped_member(self._snapshot_path, "p_tf")
+        p_w = None
+        if "avgdl" in meta and os.name != "nt":
+            p_w = _mapped_member(self._snapshot_path, "p_w")
+        elif "avgdl" in meta:
+            with np.load(self._snapshot_path, allow_pickle=False) as z:
+                p_w = z["p_w"]
         if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or indptr[-1] != len(p_slot) != len(p_tf):
             raise IndexUnusable("snapshot arrays are inconsistent")
+        if p_w is not None and len(p_w) != len(p_slot):
+            raise IndexUnusable("snapshot weights are inconsistent")
         self.slot_ids = ids
         self.slot_of = {cid: i for i, cid in enumerate(ids)}
         self.dl = _Grow(np.float32, dl)
@@ -289,6 +297,11 @@ class KeywordIndex:
         self.indptr, self.p_slot, self.p_tf = indptr.astype(np.int64), p_slot, p_tf
         self.base_slots = len(ids)
         self.seq = meta["seq"]
+        if p_w is None:  # written before weights were stored: compute them as terms are used
+            self._fix_avgdl()
+        else:
+            self.p_w, self.avgdl_fixed = p_w, float(meta["avgdl"])
+            self.w_ready = np.ones(len(indptr) - 1, np.bool_)
 
     def _replay(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
@@ -457,7 +470,6 @@ class KeywordIndex:
             ids = [cid for cid, ok in zip(self.slot_ids, alive, strict=True) if ok]
             dl = self.dl.view[alive].copy()
             terms = [t for t, ok in zip(self.terms, used, strict=True) if ok]
-            self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf)
             seq, epoch = self.seq, self.epoch
             self._clear_memory()
             self.slot_ids, self.slot_of = ids, {cid: i for i, cid in enumerate(ids)}
@@ -468,7 +480,10 @@ class KeywordIndex:
             self.indptr, self.p_slot, self.p_tf = indptr, p_slot, p_tf
             self.base_slots = len(ids)
             self.seq, self.epoch = seq, epoch
-            self._fix_avgdl()
+            self.avgdl_fixed = self._current_avgdl()
+            self.p_w = self._weights(p_slot, p_tf)
+            self.w_ready = np.ones(len(indptr) - 1, np.bool_)
+            self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf, self.p_w)
 
     def _current_avgdl(self) -> float:
         n = len(self.slot_of)
@@ -483,7 +498,7 @@ class KeywordIndex:
         recomputed lazily, per term, when a query first needs them (so opening a large index and
         refreshing the length do not pay for the whole vocabulary, and untouched pages stay unused)."""
         self.avgdl_fixed = self._current_avgdl()
-        if len(self.p_w) != len(self.p_slot):
+        if len(self.p_w) != len(self.p_slot) or not self.p_w.flags.writeable:  # never write into the mapped file
             self.p_w = np.empty(len(self.p_slot), np.float32)
         self.w_ready = np.zeros(len(self.indptr) - 1, np.bool_)
         self._delta_arrays.clear()
@@ -496,8 +511,9 @@ class KeywordIndex:
         norm = np.float32(self.k1) * (1 - self.b + self.b * self.dl.view[slots] / np.float32(self.avgdl_fixed))
         return (tf / (tf + norm)).astype(np.float32)
 
-    def _write_snapshot(self, ids, dl, terms, indptr, p_slot, p_tf) -> None:
+    def _write_snapshot(self, ids, dl, terms, indptr, p_slot, p_tf, p_w) -> None:
         meta = {
+            "avgdl": self.avgdl_fixed,  # the length normalisation p_w was computed with
             "seq": self.seq,
             "signature": self.signature,
             "epoch": self.epoch,
@@ -514,6 +530,7 @@ class KeywordIndex:
             indptr=indptr,
             p_slot=p_slot,
             p_tf=p_tf,
+            p_w=p_w,
         )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

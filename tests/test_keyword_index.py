@@ -104,6 +104,24 @@ def test_persisted_state_survives_reopen_and_replays_the_journal(tmp_path):
     assert a.search(q, 20).ids == b.search(q, 20).ids
 
 
+def test_reopened_index_uses_the_stored_weights_and_scores_the_same(tmp_path):
+    tok = KeywordTokenizer()
+    rows = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()][:300]
+    docs = [(r["_id"], tok(r["title"] + "\n" + r["text"])) for r in rows]
+    built = KeywordIndex(tmp_path, tok.signature)
+    built.build(docs)
+    reopened = KeywordIndex(tmp_path, tok.signature)
+    reopened.load()
+    assert isinstance(reopened.p_w, np.memmap) and reopened.w_ready.all()  # nothing recomputed on open
+    for q in ("vitamin D deficiency", "cancer cells"):
+        assert reopened.search(tok(q), 10).scores == pytest.approx(built.search(tok(q), 10).scores, rel=1e-6)
+        assert_matches_reference(reopened, docs, tok(q))
+    # Enough new text to move the average length past the drift limit: weights are recomputed lazily.
+    reopened.apply(upserts=[(f"long{i}", ["cancer"] * 400) for i in range(40)])
+    assert not reopened.w_ready.all()
+    assert_matches_reference(reopened, docs + [(f"long{i}", ["cancer"] * 400) for i in range(40)], ["cancer"])
+
+
 def test_another_process_sees_writes_after_refresh(tmp_path):
     writer, reader = KeywordIndex(tmp_path, "sig"), KeywordIndex(tmp_path, "sig")
     writer.reset()
