@@ -102,8 +102,13 @@ class _Grow:
         return self.array[: self.size]
 
 
-def _mapped_member(path: Path, name: str) -> np.ndarray:
-    """A read-only memory map of one array stored (uncompressed, as ``np.savez`` writes) in an npz."""
+def _snapshot_array(path: Path, name: str) -> np.ndarray:
+    """One array of the snapshot (an npz that ``np.savez`` stored uncompressed), memory-mapped
+    rather than read: only the pages of terms that queries touch become resident, and the OS may
+    drop them again under memory pressure. Windows cannot replace a mapped file, so there it is read."""
+    if os.name == "nt":
+        with np.load(path, allow_pickle=False) as z:
+            return z[name]
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
@@ -253,6 +258,7 @@ class KeywordIndex:
                 EOFError,
                 zlib.error,
                 zipfile.BadZipFile,
+                struct.error,
             ) as exc:
                 self._clear_memory()
                 raise IndexUnusable(f"unreadable keyword index: {exc}") from exc
@@ -269,20 +275,8 @@ class KeywordIndex:
             ids = bytes(z["ids"]).decode("utf-8").split("\n") if meta["n_slots"] else []
             terms = bytes(z["terms"]).decode("utf-8").split("\n") if meta["n_terms"] else []
             dl, indptr = z["dl"], z["indptr"]
-        # The postings, the bulk of the file, are mapped rather than read: only the pages of terms
-        # that queries touch become resident, and the OS may drop them again under memory pressure.
-        # (Windows cannot replace a file that is mapped, so there the arrays are read.)
-        if os.name == "nt":
-            with np.load(self._snapshot_path, allow_pickle=False) as z:
-                p_slot, p_tf = z["p_slot"], z["p_tf"]
-        else:
-            p_slot, p_tf = _mapped_member(self._snapshot_path, "p_slot"), _mapped_member(self._snapshot_path, "p_tf")
-        p_w = None
-        if "avgdl" in meta and os.name != "nt":
-            p_w = _mapped_member(self._snapshot_path, "p_w")
-        elif "avgdl" in meta:
-            with np.load(self._snapshot_path, allow_pickle=False) as z:
-                p_w = z["p_w"]
+        p_slot, p_tf = _snapshot_array(self._snapshot_path, "p_slot"), _snapshot_array(self._snapshot_path, "p_tf")
+        p_w = _snapshot_array(self._snapshot_path, "p_w") if "avgdl" in meta else None
         if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or indptr[-1] != len(p_slot) != len(p_tf):
             raise IndexUnusable("snapshot arrays are inconsistent")
         if p_w is not None and len(p_w) != len(p_slot):

@@ -196,7 +196,16 @@ def _keyword(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> Keywo
     return kb.keyword.search(kb.tokenizer(query), n, accept)
 
 
-def _fetch_hits(kb, ranked, want, fused, ranks, scores, where, threshold) -> list[Hit]:
+def _fetch_hits(
+    kb: KnowledgeBase,
+    ranked: list[str],
+    want: int,
+    fused: dict[str, float],
+    ranks: tuple[dict, dict],
+    scores: tuple[dict, dict],
+    where: dict | None,
+    threshold: float,
+) -> list[Hit]:
     """Hits for the best candidates, fetched from Chroma a slice at a time until ``want`` results
     (parents counted once) are in hand: most searches need a single small ``get``."""
     hits: list[Hit] = []
@@ -214,7 +223,14 @@ def _result_count(hits: list[Hit]) -> int:
     return len({(h.doc_id, h.metadata["_parent_position"]) if "_parent_text" in h.metadata else h.id for h in hits})
 
 
-def _hits(kb: KnowledgeBase, ids: list[str], fused: dict, ranks: tuple, scores: tuple, where: dict | None) -> list[Hit]:
+def _hits(
+    kb: KnowledgeBase,
+    ids: list[str],
+    fused: dict[str, float],
+    ranks: tuple[dict, dict],
+    scores: tuple[dict, dict],
+    where: dict | None,
+) -> list[Hit]:
     got = kb.collection.get(ids=ids, include=["documents", "metadatas"])
     records = {cid: (doc, meta) for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
     (sem_rank, kw_rank), (sem_score, kw_score) = ranks, scores

@@ -52,10 +52,14 @@ def assert_matches_reference(index, docs, query):
     assert dict(zip(hits.ids, hits.scores, strict=True)) == pytest.approx(ref, rel=1e-4)
 
 
+def scifact_docs(tok: KeywordTokenizer, n: int) -> list[tuple[str, list[str]]]:
+    rows = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()][:n]
+    return [(r["_id"], tok(r["title"] + "\n" + r["text"])) for r in rows]
+
+
 def test_scores_equal_bm25s_on_scifact(tmp_path):
     tok = KeywordTokenizer()
-    rows = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()][:1500]
-    docs = [(r["_id"], tok(r["title"] + "\n" + r["text"])) for r in rows]
+    docs = scifact_docs(tok, 1500)
     index = KeywordIndex(tmp_path, tok.signature)
     index.build(docs)
     queries = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").open()][:50]
@@ -106,8 +110,7 @@ def test_persisted_state_survives_reopen_and_replays_the_journal(tmp_path):
 
 def test_reopened_index_uses_the_stored_weights_and_scores_the_same(tmp_path):
     tok = KeywordTokenizer()
-    rows = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()][:300]
-    docs = [(r["_id"], tok(r["title"] + "\n" + r["text"])) for r in rows]
+    docs = scifact_docs(tok, 300)
     built = KeywordIndex(tmp_path, tok.signature)
     built.build(docs)
     reopened = KeywordIndex(tmp_path, tok.signature)
