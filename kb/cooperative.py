@@ -8,10 +8,31 @@ yield costs about a millisecond, and the engine calls it only between batches of
 native work, so no single stretch blocks for long.
 """
 
+import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 YIELD_SECONDS = 0.001
 
 
 def yield_now() -> None:
     time.sleep(YIELD_SECONDS)
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def in_background[T](fn: Callable[..., T], /, *args, **kwargs) -> Callable[[], T]:
+    """Start ``fn`` (native work that releases the GIL, such as a Chroma query) on a real thread and
+    return a function that waits for its result or re-raises its error. Under gevent the wait is
+    cooperative (gevent's thread pool), so other greenlets, the heartbeat included, keep running."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        return gevent.get_hub().threadpool.spawn(fn, *args, **kwargs).get
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-native")
+    return _pool.submit(fn, *args, **kwargs).result

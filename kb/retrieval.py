@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kb.cooperative import in_background
 from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
 from kb.fusion import (
@@ -107,18 +108,24 @@ def search(
     n = candidates or candidate_count(top_k)
 
     semantic: list[tuple[str, float]] = []  # (chunk id, cosine) best first
-    vector = None
+    vector = semantic_done = None
     if mode in ("hybrid", "semantic"):
         vector = (embedder or kb.embedder).embed_query(query)
-        semantic = _semantic(kb, vector, n, where)
+        # Chroma searches without holding the GIL: the keyword channel runs meanwhile.
+        semantic_done = in_background(_semantic, kb, vector, n, where)
     keyword = _keyword(kb, query, n, where) if mode in ("hybrid", "keyword") else None
+    full_evidence = mode == "hybrid" and fusion in SCORE_FUSIONS
+    # Score fusions need every keyword candidate's cosine too; fetch those vectors in parallel.
+    keyword_cosines = in_background(_cosines, kb, vector, keyword.ids) if full_evidence else None
+    if semantic_done is not None:
+        semantic = semantic_done()
 
     cosine = dict(semantic)
     bm25 = dict(zip(keyword.ids, keyword.scores, strict=True)) if keyword else {}
-    if mode == "hybrid" and fusion in SCORE_FUSIONS:
+    if full_evidence:
         # Both channels' evidence for every candidate: cosine of keyword-only ones, BM25 of the rest.
         union = list(dict.fromkeys([cid for cid, _ in semantic] + keyword.ids))
-        cosine |= _cosines(kb, vector, [cid for cid in union if cid not in cosine])
+        cosine = keyword_cosines() | cosine
         bm25 = keyword.score_of(union)
     sem_score = {cid: _clip(c) for cid, c in cosine.items()}
     kw_score = {cid: keyword.share(b) for cid, b in bm25.items()} if keyword else {}
