@@ -77,7 +77,9 @@ def measure(daemon: PluginDaemon, kb: str, qs: list[str], mode: str) -> list[flo
             {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
         )
         times.append((time.perf_counter() - t0) * 1000)
-        assert status == 200 and json.loads(payload)["records"], payload[:200]
+        assert status == 200, payload[:200]
+        # Keyword mode may rightly find nothing (a query none of whose terms is in a small corpus).
+        assert json.loads(payload)["records"] or mode == "keyword", payload[:200]
     return times
 
 
