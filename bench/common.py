@@ -19,6 +19,15 @@ def shared_dataset(name: str) -> Path:
     return folder
 
 
+def corpus_passages(chars: int = 600) -> list[str]:
+    """Real text for the speed benchmarks: scifact and medqa-zh documents cut to chunk size."""
+    texts = []
+    for name in ("scifact", "medqa-zh"):
+        with (shared_dataset(name) / "corpus.jsonl").open(encoding="utf-8") as f:
+            texts += [(json.loads(line).get("text") or "")[:chars] for line in f if line.strip()]
+    return [t for t in texts if t.strip()]
+
+
 def queries_from(name: str, n: int) -> list[str]:
     out = []
     with (shared_dataset(name) / "queries.jsonl").open(encoding="utf-8") as f:

@@ -21,33 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
+from bench.common import ROOT, corpus_passages, queries_from
+
 sys.path.insert(0, str(ROOT / "tests"))
 
-from dify_daemon import Backend, PluginDaemon  # noqa: E402
+from dify_daemon import Backend, PluginDaemon
 
-from kb.embedders import make_embedder  # noqa: E402
-from kb.knowledge_base import Library  # noqa: E402
-from kb.metrics import percentile  # noqa: E402
+from kb.embedders import make_embedder
+from kb.knowledge_base import Library
+from kb.metrics import percentile
 
 KEY = "bench-key"
-
-
-def corpus_texts() -> list[str]:
-    texts = []
-    for name in ("scifact", "medqa-zh"):
-        with (SHARED / name / "corpus.jsonl").open(encoding="utf-8") as f:
-            texts += [(json.loads(line).get("text") or "")[:600] for line in f]
-    return [t for t in texts if t.strip()]
-
-
-def queries(n: int) -> list[str]:
-    out = []
-    for name in ("scifact", "medqa-zh"):
-        with (SHARED / name / "queries.jsonl").open(encoding="utf-8") as f:
-            out += [json.loads(line)["text"] for _, line in zip(range(n // 2), f, strict=False)]
-    return out
 
 
 def build(lib: Library, name: str, size: int, texts: list[str], e5) -> None:
@@ -90,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "endpoint_latency.json"))
     args = parser.parse_args(argv)
     e5 = make_embedder("e5")
-    texts, qs = corpus_texts(), queries(args.queries)
+    texts = corpus_passages()
+    qs = queries_from("scifact", args.queries // 2) + queries_from("medqa-zh", args.queries // 2)
     data_dir = Path(tempfile.mkdtemp(prefix="kb-bench-"))
     namespace = uuid.uuid4().hex
     lib = Library(data_dir / namespace)

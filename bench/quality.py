@@ -109,7 +109,7 @@ class Dataset:
         self.embedder = CachedQueries(self.kb.embedder, cache)
         self.doc_of: dict[str, str] = {}
         self.text_of_chunk: dict[str, str] = {}
-        self.doc_vectors: dict[str, list[np.ndarray]] = {}
+        doc_vectors: dict[str, list[np.ndarray]] = {}
         offset = 0
         while True:
             got = self.kb.collection.get(include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset)
@@ -119,8 +119,9 @@ class Dataset:
             for cid, doc, meta, vec in rows:
                 self.doc_of[cid] = meta["doc_id"]
                 self.text_of_chunk[cid] = index_text(str(meta.get("title", "")), doc or "")
-                self.doc_vectors.setdefault(meta["doc_id"], []).append(np.asarray(vec, np.float32))
+                doc_vectors.setdefault(meta["doc_id"], []).append(np.asarray(vec, np.float32))
             offset += len(got["ids"])
+        self.doc_matrix = {d: np.vstack(vs) for d, vs in doc_vectors.items()}  # each doc's chunk vectors
 
     def ours(self, **options) -> dict[str, list[str]]:
         out = {}
@@ -187,7 +188,7 @@ def peer_rows(ds: Dataset) -> dict[str, dict[str, list[str]]]:
 
     def cosine_for(vector) -> Callable[[str], float]:
         def cosine(doc: str) -> float:  # the document's best chunk, as the vector store returns it
-            v = np.vstack(ds.doc_vectors[doc])
+            v = ds.doc_matrix[doc]
             return float(np.max(v @ vector / (np.linalg.norm(v, axis=1) * np.linalg.norm(vector))))
 
         return cosine

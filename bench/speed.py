@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, queries_from, report_table, shared_dataset, write_json
+from bench.common import ROOT, corpus_passages, queries_from, report_table, write_json
 from kb.metrics import percentile
 
 DIM = 384
@@ -67,10 +67,7 @@ class HashEmbedder:
 
 
 def passages(size: int) -> list[str]:
-    base = []
-    for name in ("scifact", "medqa-zh"):
-        with (shared_dataset(name) / "corpus.jsonl").open(encoding="utf-8") as f:
-            base += [t[:PASSAGE_CHARS] for t in (json.loads(line).get("text") or "" for line in f) if t.strip()]
+    base = corpus_passages(PASSAGE_CHARS)
     return [f"{base[i % len(base)]} #{i}" for i in range(size)]
 
 
@@ -239,6 +236,8 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     sample = json.dumps(queries)
     ref_probe = _subprocess_json(_CHROMA_PROBE, str(ref_dir), "bench", sample)
     our_probe = _subprocess_json(_KB_PROBE, str(kb_dir), "bench", sample)
+    (kw50, kw95), (rkw50, rkw95) = _ms(ours_kw), _ms(ref_kw)
+    (hy50, hy95), (rhy50, rhy95) = _ms(ours_hybrid), _ms(ref_hybrid)
     return {
         "chunks": size,
         "queries": len(queries),
@@ -246,15 +245,15 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
         "ref_chroma_add_s": round(ref_add_s, 2),
         "ingest_ratio": round(ingest_s / ref_add_s, 3),
         "stand_in_embedder_s": round(embedder.seconds, 2),
-        "keyword_p50_ms": _ms(ours_kw)[0],
-        "keyword_p95_ms": _ms(ours_kw)[1],
-        "ref_bm25s_p50_ms": _ms(ref_kw)[0],
-        "ref_bm25s_p95_ms": _ms(ref_kw)[1],
+        "keyword_p50_ms": kw50,
+        "keyword_p95_ms": kw95,
+        "ref_bm25s_p50_ms": rkw50,
+        "ref_bm25s_p95_ms": rkw95,
         "keyword_p50_ratio": round(percentile(ours_kw, 50) / percentile(ref_kw, 50), 3),
-        "hybrid_p50_ms": _ms(ours_hybrid)[0],
-        "hybrid_p95_ms": _ms(ours_hybrid)[1],
-        "ref_chroma_bm25s_p50_ms": _ms(ref_hybrid)[0],
-        "ref_chroma_bm25s_p95_ms": _ms(ref_hybrid)[1],
+        "hybrid_p50_ms": hy50,
+        "hybrid_p95_ms": hy95,
+        "ref_chroma_bm25s_p50_ms": rhy50,
+        "ref_chroma_bm25s_p95_ms": rhy95,
         "hybrid_p50_ratio": round(percentile(ours_hybrid, 50) / percentile(ref_hybrid, 50), 3),
         "keyword_add_1k_s": round(add_1k_s, 3),
         "keyword_rebuild_s": round(rebuild_s, 2),

@@ -72,10 +72,8 @@ class KeywordHits:
 
     def score_of(self, ids: Iterable[str]) -> dict[str, float]:
         """Raw BM25 of any chunks for this query (0 for those no query term matches)."""
-        ranked = dict(zip(self.ids, self.scores, strict=True))
-        if self._all is None:
-            return {cid: ranked.get(cid, 0.0) for cid in ids}
-        return {cid: ranked[cid] if cid in ranked else self._all.get(cid, 0.0) for cid in ids}
+        scores = self._all if self._all is not None else dict(zip(self.ids, self.scores, strict=True))
+        return {cid: scores.get(cid, 0.0) for cid in ids}
 
 
 class _Grow:
