@@ -8,8 +8,9 @@ Layout on disk (one directory per knowledge base):
 - ``snapshot.npz``: the whole index at journal position ``snapshot_seq``, in compressed-sparse
   form (postings sorted by term), written to a temporary file and renamed into place.
 
-In memory, the snapshot's postings live in flat numpy arrays (per term a slice of slot numbers and
-precomputed BM25 term weights); chunks added since then sit in small per-term lists. Adding or
+The snapshot's postings stay in the file (per term a slice of slot numbers and precomputed BM25
+term weights, read with ``pread`` as queries need them); chunks added since then sit in small
+per-term lists in memory. Adding or
 deleting a batch touches only that batch (plus the journal); when the changes since the snapshot
 exceed ``COMPACT_FRACTION`` of the index, it is compacted and a new snapshot is written.
 
@@ -28,7 +29,6 @@ import itertools
 import json
 import logging
 import math
-import mmap
 import os
 import sqlite3
 import struct
@@ -100,36 +100,61 @@ class _Grow:
         return self.array[: self.size]
 
 
-def _snapshot_array(path: Path, name: str) -> np.ndarray:
-    """One array of the snapshot (an npz that ``np.savez`` stored uncompressed), memory-mapped
-    rather than read: only the pages of terms that queries touch become resident, and the OS may
-    drop them again under memory pressure. Windows cannot replace a mapped file, so there it is read."""
-    if os.name == "nt":
+class _DiskArray:
+    """A read-only 1-d array inside the snapshot file, read slice by slice with ``pread``.
+
+    Queries read only the postings of their terms; those bytes pass through the OS page cache
+    (shared, reclaimable) and are not kept in this process, so the resident size of a large index
+    stays small (a memory map would count every page a query ever touched). The open file keeps a
+    replaced snapshot readable until it is closed."""
+
+    def __init__(self, file, offset: int, dtype: np.dtype, length: int) -> None:
+        self._file, self._offset, self.dtype, self._length = file, offset, dtype, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(self._length)
+        if step != 1:
+            raise ValueError("only contiguous slices can be read")
+        count = max(0, stop - start)
+        size = self.dtype.itemsize
+        data = os.pread(self._file.fileno(), count * size, self._offset + start * size) if count else b""
+        if len(data) != count * size:
+            raise OSError(f"short read from {self._file.name}")
+        return np.frombuffer(data, self.dtype)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def _snapshot_array(path: Path, name: str, file) -> np.ndarray | _DiskArray:
+    """One array of the snapshot (an npz that ``np.savez`` stored uncompressed), left on disk and
+    read per slice (see ``_DiskArray``). Without ``pread`` (Windows) it is read whole."""
+    if not hasattr(os, "pread"):
         with np.load(path, allow_pickle=False) as z:
             return z[name]
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
         raise ValueError(f"snapshot member {name} is compressed")
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        header = f.read(30)
-        if header[:4] != b"PK\x03\x04":
-            raise ValueError(f"snapshot member {name}: bad zip header")
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    if fortran or dtype.hasobject:
+    file.seek(info.header_offset)
+    header = file.read(30)
+    if header[:4] != b"PK\x03\x04":
+        raise ValueError(f"snapshot member {name}: bad zip header")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    file.seek(info.header_offset + 30 + name_len + extra_len)
+    version = np.lib.format.read_magic(file)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(file)
+    offset = file.tell()
+    if fortran or dtype.hasobject or len(shape) != 1:
         raise ValueError(f"snapshot member {name} has an unexpected layout")
-    if not np.prod(shape):
-        return np.zeros(shape, dtype)
-    mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    if hasattr(mmap, "MADV_RANDOM"):  # postings are read term by term: no read-ahead around them
-        mapped._mmap.madvise(mmap.MADV_RANDOM)
-    return mapped
+    if offset + shape[0] * dtype.itemsize > os.fstat(file.fileno()).st_size:
+        raise ValueError(f"snapshot member {name} is truncated")
+    return _DiskArray(file, offset, dtype, shape[0])
 
 
 def _encode_terms(counts: Counter) -> bytes:
@@ -177,6 +202,9 @@ class KeywordIndex:
 
     # ------------------------------------------------------------------ memory state
     def _clear_memory(self) -> None:
+        if getattr(self, "_snapshot_file", None) is not None:
+            self._snapshot_file.close()
+        self._snapshot_file = None
         self.seq = 0
         self.epoch = ""
         self.slot_ids: list[str] = []
@@ -190,9 +218,9 @@ class KeywordIndex:
         self.avgdl_fixed = 1.0
         self.base_slots = 0
         self.indptr = np.zeros(1, np.int64)
-        self.p_slot = np.zeros(0, np.int32)
-        self.p_tf = np.zeros(0, np.uint16)
-        self.p_w = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
+        self.p_slot: np.ndarray | _DiskArray = np.zeros(0, np.int32)
+        self.p_tf: np.ndarray | _DiskArray = np.zeros(0, np.uint16)
+        self.p_w: np.ndarray | _DiskArray = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
         self.w_ready = np.zeros(0, np.bool_)
         self.delta: dict[int, tuple[list[int], list[int]]] = {}
         self._delta_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -273,8 +301,7 @@ class KeywordIndex:
             ids = bytes(z["ids"]).decode("utf-8").split("\n") if meta["n_slots"] else []
             terms = bytes(z["terms"]).decode("utf-8").split("\n") if meta["n_terms"] else []
             dl, indptr = z["dl"], z["indptr"]
-        p_slot, p_tf = _snapshot_array(self._snapshot_path, "p_slot"), _snapshot_array(self._snapshot_path, "p_tf")
-        p_w = _snapshot_array(self._snapshot_path, "p_w") if "avgdl" in meta else None
+        p_slot, p_tf, p_w = self._open_postings(with_weights="avgdl" in meta)
         if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or indptr[-1] != len(p_slot) != len(p_tf):
             raise IndexUnusable("snapshot arrays are inconsistent")
         if p_w is not None and len(p_w) != len(p_slot):
@@ -294,6 +321,15 @@ class KeywordIndex:
         else:
             self.p_w, self.avgdl_fixed = p_w, float(meta["avgdl"])
             self.w_ready = np.ones(len(indptr) - 1, np.bool_)
+
+    def _open_postings(self, with_weights: bool = True):
+        """The snapshot's postings arrays, left on disk (see ``_DiskArray``)."""
+        if self._snapshot_file is not None:
+            self._snapshot_file.close()
+        file = self._snapshot_file = open(self._snapshot_path, "rb")  # noqa: SIM115 (lives with the arrays)
+        names = ("p_slot", "p_tf", "p_w") if with_weights else ("p_slot", "p_tf")
+        arrays = [_snapshot_array(self._snapshot_path, name, file) for name in names]
+        return (*arrays, None) if not with_weights else tuple(arrays)
 
     def _replay(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
@@ -338,6 +374,7 @@ class KeywordIndex:
 
     def close(self) -> None:
         with self._lock:
+            self._clear_memory()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -431,7 +468,7 @@ class KeywordIndex:
     def compact(self) -> None:
         """Merge the delta into the base arrays, drop deleted chunks, write a snapshot, trim the journal."""
         with self._lock:
-            slot_parts, tf_parts, term_parts = [self.p_slot], [self.p_tf], []
+            slot_parts, tf_parts, term_parts = [np.asarray(self.p_slot)], [np.asarray(self.p_tf)], []
             term_parts.append(np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr)))
             if self.delta:
                 chain = itertools.chain.from_iterable
@@ -476,6 +513,8 @@ class KeywordIndex:
             self.p_w = self._weights(p_slot, p_tf)
             self.w_ready = np.ones(len(indptr) - 1, np.bool_)
             self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf, self.p_w)
+            if hasattr(os, "pread"):  # hand the postings back to the file (and the page cache)
+                self.p_slot, self.p_tf, self.p_w = self._open_postings()
 
     def _current_avgdl(self) -> float:
         n = len(self.slot_of)
@@ -490,7 +529,7 @@ class KeywordIndex:
         recomputed lazily, per term, when a query first needs them (so opening a large index and
         refreshing the length do not pay for the whole vocabulary, and untouched pages stay unused)."""
         self.avgdl_fixed = self._current_avgdl()
-        if len(self.p_w) != len(self.p_slot) or not self.p_w.flags.writeable:  # never write into the mapped file
+        if len(self.p_w) != len(self.p_slot) or not isinstance(self.p_w, np.ndarray):  # the snapshot's stay as written
             self.p_w = np.empty(len(self.p_slot), np.float32)
         self.w_ready = np.zeros(len(self.indptr) - 1, np.bool_)
         self._delta_arrays.clear()

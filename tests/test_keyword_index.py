@@ -115,7 +115,7 @@ def test_reopened_index_uses_the_stored_weights_and_scores_the_same(tmp_path):
     built.build(docs)
     reopened = KeywordIndex(tmp_path, tok.signature)
     reopened.load()
-    assert isinstance(reopened.p_w, np.memmap) and reopened.w_ready.all()  # nothing recomputed on open
+    assert not isinstance(reopened.p_w, np.ndarray) and reopened.w_ready.all()  # read from disk, not recomputed
     for q in ("vitamin D deficiency", "cancer cells"):
         assert reopened.search(tok(q), 10).scores == pytest.approx(built.search(tok(q), 10).scores, rel=1e-6)
         assert_matches_reference(reopened, docs, tok(q))
@@ -123,6 +123,22 @@ def test_reopened_index_uses_the_stored_weights_and_scores_the_same(tmp_path):
     reopened.apply(upserts=[(f"long{i}", ["cancer"] * 400) for i in range(40)])
     assert not reopened.w_ready.all()
     assert_matches_reference(reopened, docs + [(f"long{i}", ["cancer"] * 400) for i in range(40)], ["cancer"])
+
+
+def test_a_reader_keeps_answering_from_its_snapshot_while_another_process_replaces_it(tmp_path):
+    docs = random_docs(200)
+    writer = KeywordIndex(tmp_path, "sig")
+    writer.build(docs[:100])
+    reader = KeywordIndex(tmp_path, "sig")
+    reader.load()
+    before = reader.search(["alpha", "beta"], 20)
+    assert before.ids
+    writer.apply(upserts=docs[100:], deletes=["d1"])
+    writer.compact()  # a new snapshot file replaces the one the reader has open
+    assert reader.search(["alpha", "beta"], 20).ids == before.ids
+    reader.refresh()
+    assert reader.count == 199
+    assert reader.search(["alpha", "beta"], 20).ids == writer.search(["alpha", "beta"], 20).ids
 
 
 def test_another_process_sees_writes_after_refresh(tmp_path):
