@@ -3,16 +3,18 @@
 Layout on disk (one directory per knowledge base):
 
 - ``journal.sqlite3``: an append-only log of changes since the last snapshot (one row per added or
-  deleted chunk, terms zlib-compressed) plus a small ``meta`` table. SQLite gives atomic commits, so
-  a crash never leaves half a row; other processes replay the rows they have not seen yet.
+  deleted chunk: terms zlib-compressed, the float16 unit vector) plus a small ``meta`` table.
+  SQLite gives atomic commits, so a crash never leaves half a row; other processes replay the rows
+  they have not seen yet.
 - ``snapshot.npz``: the whole index at journal position ``snapshot_seq``, in compressed-sparse
   form (postings sorted by term), written to a temporary file and renamed into place.
 
 The snapshot's postings stay in the file (per term a slice of slot numbers and precomputed BM25
 term weights, read with ``pread`` as queries need them); chunks added since then sit in small
-per-term lists in memory. Adding or
-deleting a batch touches only that batch (plus the journal); when the changes since the snapshot
-exceed ``COMPACT_FRACTION`` of the index, it is compacted and a new snapshot is written.
+per-term lists in memory. Adding or deleting a batch touches only that batch (plus the journal);
+when the changes since the snapshot exceed ``COMPACT_FRACTION`` of the index, it is compacted and a
+new snapshot is written. Each chunk's vector is copied here too (``kb.slot_vectors``), so hybrid
+search gets the cosine of keyword candidates without asking Chroma.
 
 Query: for each query term, take its postings, scale the precomputed weights by the term's IDF,
 and sum per document with ``numpy.bincount``; repeated query terms count once per occurrence (as
@@ -42,6 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.disk_array import DiskArray, snapshot_array
+from kb.slot_vectors import DTYPE as VECTOR_DTYPE
+from kb.slot_vectors import SlotVectors, unit_rows
+
 log = logging.getLogger(__name__)
 
 K1 = 1.5
@@ -49,7 +55,7 @@ B = 0.75
 COMPACT_FRACTION = 0.05
 COMPACT_MIN_ROWS = 2000
 AVGDL_DRIFT = 0.05
-FORMAT = 1
+FORMAT = 2  # 2: the journal and snapshot also hold a float16 copy of each chunk's vector
 
 
 class IndexUnusable(Exception):
@@ -98,63 +104,6 @@ class _Grow:
     @property
     def view(self) -> np.ndarray:
         return self.array[: self.size]
-
-
-class _DiskArray:
-    """A read-only 1-d array inside the snapshot file, read slice by slice with ``pread``.
-
-    Queries read only the postings of their terms; those bytes pass through the OS page cache
-    (shared, reclaimable) and are not kept in this process, so the resident size of a large index
-    stays small (a memory map would count every page a query ever touched). The open file keeps a
-    replaced snapshot readable until it is closed."""
-
-    def __init__(self, file, offset: int, dtype: np.dtype, length: int) -> None:
-        self._file, self._offset, self.dtype, self._length = file, offset, dtype, length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        start, stop, step = key.indices(self._length)
-        if step != 1:
-            raise ValueError("only contiguous slices can be read")
-        count = max(0, stop - start)
-        size = self.dtype.itemsize
-        data = os.pread(self._file.fileno(), count * size, self._offset + start * size) if count else b""
-        if len(data) != count * size:
-            raise OSError(f"short read from {self._file.name}")
-        return np.frombuffer(data, self.dtype)
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype)
-
-
-def _snapshot_array(path: Path, name: str, file) -> np.ndarray | _DiskArray:
-    """One array of the snapshot (an npz that ``np.savez`` stored uncompressed), left on disk and
-    read per slice (see ``_DiskArray``). Without ``pread`` (Windows) it is read whole."""
-    if not hasattr(os, "pread"):
-        with np.load(path, allow_pickle=False) as z:
-            return z[name]
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{name}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise ValueError(f"snapshot member {name} is compressed")
-    file.seek(info.header_offset)
-    header = file.read(30)
-    if header[:4] != b"PK\x03\x04":
-        raise ValueError(f"snapshot member {name}: bad zip header")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    file.seek(info.header_offset + 30 + name_len + extra_len)
-    version = np.lib.format.read_magic(file)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(file)
-    offset = file.tell()
-    if fortran or dtype.hasobject or len(shape) != 1:
-        raise ValueError(f"snapshot member {name} has an unexpected layout")
-    if offset + shape[0] * dtype.itemsize > os.fstat(file.fileno()).st_size:
-        raise ValueError(f"snapshot member {name} is truncated")
-    return _DiskArray(file, offset, dtype, shape[0])
 
 
 def _encode_terms(counts: Counter) -> bytes:
@@ -218,11 +167,12 @@ class KeywordIndex:
         self.avgdl_fixed = 1.0
         self.base_slots = 0
         self.indptr = np.zeros(1, np.int64)
-        self.p_slot: np.ndarray | _DiskArray = np.zeros(0, np.int32)
-        self.p_tf: np.ndarray | _DiskArray = np.zeros(0, np.uint16)
-        self.p_w: np.ndarray | _DiskArray = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
+        self.p_slot: np.ndarray | DiskArray = np.zeros(0, np.int32)
+        self.p_tf: np.ndarray | DiskArray = np.zeros(0, np.uint16)
+        self.p_w: np.ndarray | DiskArray = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
         self.w_ready = np.zeros(0, np.bool_)
         self.delta: dict[int, tuple[list[int], list[int]]] = {}
+        self.vectors = SlotVectors()
         self._delta_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
@@ -253,6 +203,8 @@ class KeywordIndex:
                 "chunk_id TEXT NOT NULL, length INTEGER NOT NULL, terms BLOB)"
             )
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            if "vector" not in {row[1] for row in db.execute("PRAGMA table_info(log)")}:  # format 1 journal
+                db.execute("ALTER TABLE log ADD COLUMN vector BLOB")
             self._db = db
         return self._db
 
@@ -300,12 +252,13 @@ class KeywordIndex:
                 raise IndexUnusable("snapshot does not match the journal")
             ids = bytes(z["ids"]).decode("utf-8").split("\n") if meta["n_slots"] else []
             terms = bytes(z["terms"]).decode("utf-8").split("\n") if meta["n_terms"] else []
-            dl, indptr = z["dl"], z["indptr"]
-        p_slot, p_tf, p_w = self._open_postings(with_weights="avgdl" in meta)
-        if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or indptr[-1] != len(p_slot) != len(p_tf):
+            dl, indptr, vec_has = z["dl"], z["indptr"], z["vec_has"]
+        p_slot, p_tf, p_w, vec = self._open_arrays()
+        if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or not indptr[-1] == len(p_slot) == len(p_tf):
             raise IndexUnusable("snapshot arrays are inconsistent")
-        if p_w is not None and len(p_w) != len(p_slot):
-            raise IndexUnusable("snapshot weights are inconsistent")
+        if len(p_w) != len(p_slot) or len(vec_has) != len(ids):
+            raise IndexUnusable("snapshot weights or vectors are inconsistent")
+        self.vectors.load(vec, vec_has, int(meta["dim"]))
         self.slot_ids = ids
         self.slot_of = {cid: i for i, cid in enumerate(ids)}
         self.dl = _Grow(np.float32, dl)
@@ -316,29 +269,25 @@ class KeywordIndex:
         self.indptr, self.p_slot, self.p_tf = indptr.astype(np.int64), p_slot, p_tf
         self.base_slots = len(ids)
         self.seq = meta["seq"]
-        if p_w is None:  # written before weights were stored: compute them as terms are used
-            self._fix_avgdl()
-        else:
-            self.p_w, self.avgdl_fixed = p_w, float(meta["avgdl"])
-            self.w_ready = np.ones(len(indptr) - 1, np.bool_)
+        self.p_w, self.avgdl_fixed = p_w, float(meta["avgdl"])
+        self.w_ready = np.ones(len(indptr) - 1, np.bool_)
 
-    def _open_postings(self, with_weights: bool = True):
-        """The snapshot's postings arrays, left on disk (see ``_DiskArray``)."""
+    def _open_arrays(self) -> list[np.ndarray | DiskArray]:
+        """The snapshot's postings (slots, tfs, weights) and vectors, left on disk (see ``DiskArray``)."""
         if self._snapshot_file is not None:
             self._snapshot_file.close()
         file = self._snapshot_file = open(self._snapshot_path, "rb")  # noqa: SIM115 (lives with the arrays)
-        names = ("p_slot", "p_tf", "p_w") if with_weights else ("p_slot", "p_tf")
-        arrays = [_snapshot_array(self._snapshot_path, name, file) for name in names]
-        return (*arrays, None) if not with_weights else tuple(arrays)
+        return [snapshot_array(self._snapshot_path, name, file) for name in ("p_slot", "p_tf", "p_w", "vec")]
 
     def _replay(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
-            "SELECT seq, chunk_id, length, terms FROM log WHERE seq > ? ORDER BY seq", (self.seq,)
+            "SELECT seq, chunk_id, length, terms, vector FROM log WHERE seq > ? ORDER BY seq", (self.seq,)
         ).fetchall()
-        for seq, chunk_id, length, blob in rows:
+        for seq, chunk_id, length, blob, vector in rows:
             self._remove(chunk_id)
             if blob is not None:
-                self._add_all([(chunk_id, length, _decode_terms(blob))])
+                vec = None if vector is None else np.frombuffer(vector, VECTOR_DTYPE)[None, :]
+                self._add_all([(chunk_id, length, _decode_terms(blob))], vec)
             self.seq = seq
 
     def refresh(self) -> None:
@@ -391,38 +340,50 @@ class KeywordIndex:
         value = self._meta("pending")
         return json.loads(value) if value else []
 
-    def apply(self, upserts: Iterable[tuple[str, list[str]]] = (), deletes: Iterable[str] = ()) -> None:
-        """Add/replace and delete chunks in one journal transaction, and clear the pending mark."""
+    def apply(
+        self,
+        upserts: Iterable[tuple[str, list[str]]] = (),
+        deletes: Iterable[str] = (),
+        vectors: np.ndarray | None = None,
+    ) -> None:
+        """Add/replace and delete chunks in one journal transaction, and clear the pending mark.
+
+        ``vectors``: the upserted chunks' vectors (one row each), kept for ``vectors_of``."""
         with self._lock:
             self.refresh()
-            rows: list[tuple[str, int, bytes | None]] = [(cid, 0, None) for cid in deletes]
+            upserts = list(upserts)
+            rows: list[tuple[str, int, bytes | None, bytes | None]] = [(cid, 0, None, None) for cid in deletes]
+            units = None if vectors is None or not len(upserts) else unit_rows(vectors)
+            if units is not None and len(units) != len(upserts):
+                raise ValueError(f"{len(units)} vectors for {len(upserts)} chunks")
             prepared = []
-            for cid, tokens in upserts:
+            for i, (cid, tokens) in enumerate(upserts):
                 counts = Counter(tokens)
                 prepared.append((cid, len(tokens), counts))
-                rows.append((cid, len(tokens), _encode_terms(counts)))
+                rows.append((cid, len(tokens), _encode_terms(counts), None if units is None else units[i].tobytes()))
             db = self._conn()
             with db:
-                cur = db.executemany("INSERT INTO log (chunk_id, length, terms) VALUES (?, ?, ?)", rows)
+                cur = db.executemany("INSERT INTO log (chunk_id, length, terms, vector) VALUES (?, ?, ?, ?)", rows)
                 db.execute("DELETE FROM meta WHERE key = 'pending'")
                 head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
             del cur
             n_del = len(rows) - len(prepared)
-            for cid, _, _ in rows[:n_del]:
+            for cid, *_ in rows[:n_del]:
                 self._remove(cid)
-            self._add_all(prepared)
+            self._add_all(prepared, units)
             self.seq = head
             if self._needs_compaction():
                 self.compact()
             else:
                 self._maybe_fix_avgdl()
 
-    def _add_all(self, items: list[tuple[str, int, Counter]]) -> None:
+    def _add_all(self, items: list[tuple[str, int, Counter]], vectors: np.ndarray | None = None) -> None:
         """Add (or replace) chunks in memory, in order. Postings are grouped per term with numpy, so
         the Python work per (chunk, term) pair is one dictionary lookup."""
         if not items:
             return
         first = len(self.slot_ids)
+        self.vectors.append(vectors, len(items))
         self.dl.extend([length for _, length, _ in items])
         self.alive.extend(np.ones(len(items), np.bool_))
         pair_terms: list[str] = []
@@ -498,6 +459,8 @@ class KeywordIndex:
             np.cumsum(np.bincount(p_term, minlength=n_terms), out=indptr[1:])
             ids = [cid for cid, ok in zip(self.slot_ids, alive, strict=True) if ok]
             dl = self.dl.view[alive].copy()
+            vec, vec_has = self.vectors.compacted(alive)
+            dim = self.vectors.dim
             terms = [t for t, ok in zip(self.terms, used, strict=True) if ok]
             seq, epoch = self.seq, self.epoch
             self._clear_memory()
@@ -507,14 +470,16 @@ class KeywordIndex:
             self.total_len = float(dl.sum())
             self.terms, self.vocab = terms, {t: i for i, t in enumerate(terms)}
             self.indptr, self.p_slot, self.p_tf = indptr, p_slot, p_tf
+            self.vectors.load(vec, vec_has, dim)
             self.base_slots = len(ids)
             self.seq, self.epoch = seq, epoch
             self.avgdl_fixed = self._current_avgdl()
             self.p_w = self._weights(p_slot, p_tf)
             self.w_ready = np.ones(len(indptr) - 1, np.bool_)
-            self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf, self.p_w)
-            if hasattr(os, "pread"):  # hand the postings back to the file (and the page cache)
-                self.p_slot, self.p_tf, self.p_w = self._open_postings()
+            self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf, self.p_w, vec, vec_has)
+            if hasattr(os, "pread"):  # hand the postings and vectors back to the file (and the page cache)
+                self.p_slot, self.p_tf, self.p_w, vec = self._open_arrays()
+                self.vectors.load(vec, vec_has, dim)
 
     def _current_avgdl(self) -> float:
         n = len(self.slot_of)
@@ -542,9 +507,10 @@ class KeywordIndex:
         norm = np.float32(self.k1) * (1 - self.b + self.b * self.dl.view[slots] / np.float32(self.avgdl_fixed))
         return (tf / (tf + norm)).astype(np.float32)
 
-    def _write_snapshot(self, ids, dl, terms, indptr, p_slot, p_tf, p_w) -> None:
+    def _write_snapshot(self, ids, dl, terms, indptr, p_slot, p_tf, p_w, vec, vec_has) -> None:
         meta = {
             "avgdl": self.avgdl_fixed,  # the length normalisation p_w was computed with
+            "dim": self.vectors.dim,
             "seq": self.seq,
             "signature": self.signature,
             "epoch": self.epoch,
@@ -562,6 +528,8 @@ class KeywordIndex:
             p_slot=p_slot,
             p_tf=p_tf,
             p_w=p_w,
+            vec=vec,
+            vec_has=vec_has,
         )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -571,24 +539,24 @@ class KeywordIndex:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_seq', ?)", (str(self.seq),))
             db.execute("DELETE FROM log WHERE seq <= ?", (self.seq,))
 
-    def build(self, items: Iterable[tuple[str, list[str]]], batch: int = 5000) -> None:
-        """Replace the whole index with ``items`` (used by rebuilds)."""
+    def build(self, items: Iterable[tuple[str, list[str]] | tuple[str, list[str], np.ndarray]], batch: int = 5000):
+        """Replace the whole index with ``items``: (chunk id, tokens) or (chunk id, tokens, vector).
+        Used by rebuilds: memory only until the final compaction snapshots it, so no journal rows."""
         with self._lock:
             self.reset()
-            buf: list[tuple[str, list[str]]] = []
-            for item in items:
-                buf.append(item)
-                if len(buf) >= batch:
-                    self._build_batch(buf)
-                    buf = []
-            self._build_batch(buf)
+            for part in itertools.batched(items, batch):
+                vectors = np.stack([item[2] for item in part]) if all(len(item) > 2 for item in part) else None
+                self._add_all([(item[0], len(item[1]), Counter(item[1])) for item in part], vectors)
             self.compact()
 
-    def _build_batch(self, items: list[tuple[str, list[str]]]) -> None:
-        """Add to memory only: compact() then snapshots the full state, so no journal rows."""
-        self._add_all([(cid, len(tokens), Counter(tokens)) for cid, tokens in items])
-
     # ------------------------------------------------------------------ queries
+    def vectors_of(self, ids: Iterable[str]) -> tuple[list[str], np.ndarray]:
+        """The chunks among ``ids`` whose vector copy is here, and their unit vectors."""
+        with self._lock:
+            slots = [slot for slot in map(self.slot_of.get, ids) if slot is not None]
+            found, rows = self.vectors.get(slots)
+            return [self.slot_ids[s] for s in found], rows
+
     def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
         slots_w: list[tuple[np.ndarray, np.ndarray]] = []
         if tid < len(self.indptr) - 1:

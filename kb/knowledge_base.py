@@ -258,13 +258,14 @@ class KnowledgeBase:
 
     def _reconcile(self, ids: list[str]) -> None:
         """A writer died between changing Chroma and the keyword index: align those chunks."""
-        found = self.collection.get(ids=ids, include=["documents", "metadatas"])
+        found = self.collection.get(ids=ids, include=self._index_fields)
         present = set(found["ids"])
         upserts = [
             (cid, self.index_tokens(str(meta.get("title", "")), doc or ""))
             for cid, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
         ]
-        self.keyword.apply(upserts=upserts, deletes=[c for c in ids if c not in present])
+        vectors = None if self.keyword_only or not upserts else np.asarray(found["embeddings"], np.float32)
+        self.keyword.apply(upserts=upserts, deletes=[c for c in ids if c not in present], vectors=vectors)
         why = f"keyword index reconciled {len(ids)} chunks after an interrupted write"
         log.warning("%s: %s", self.name, why)
         self.repairs.append(why)
@@ -275,12 +276,15 @@ class KnowledgeBase:
             total = self.collection.count()
             done = 0
 
-            def items() -> Iterator[tuple[str, list[str]]]:
+            def items() -> Iterator[tuple]:
                 nonlocal done
-                for ids, docs, metas in self.iter_chunks(include=["documents", "metadatas"], page=1000):
-                    for cid, doc, meta in zip(ids, docs, metas, strict=True):
-                        yield cid, self.index_tokens(str(meta.get("title", "")), doc or "")
-                    done += len(ids)
+                for got in self._pages(include=self._index_fields, page=1000):
+                    vectors = None if self.keyword_only else got["embeddings"]
+                    rows = zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+                    for i, (cid, doc, meta) in enumerate(rows):
+                        tokens = self.index_tokens(str(meta.get("title", "")), doc or "")
+                        yield (cid, tokens) if vectors is None else (cid, tokens, vectors[i])
+                    done += len(got["ids"])
                     yield_now()
                     if progress:
                         progress(done, total)
@@ -288,21 +292,31 @@ class KnowledgeBase:
             self.keyword.build(items())
             return self.keyword.count
 
-    def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE):
+    @property
+    def _index_fields(self) -> list[str]:
+        """What the keyword index is built from: text, title and (unless keyword-only) the vector."""
+        return ["documents", "metadatas"] + ([] if self.keyword_only else ["embeddings"])
+
+    def _pages(self, include: list[str], where: dict | None = None, page: int = PAGE):
+        """Chroma ``get`` answers, ``page`` chunks at a time."""
         offset = 0
         while True:
             got = self.collection.get(include=include, where=where, limit=page, offset=offset)
             if not got["ids"]:
                 return
+            yield got
+            yield_now()
+            offset += len(got["ids"])
+            if len(got["ids"]) < page:
+                return
+
+    def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE):
+        for got in self._pages(include, where, page):
             yield (
                 got["ids"],
                 got.get("documents") or [None] * len(got["ids"]),
                 got.get("metadatas") or [{} for _ in got["ids"]],
             )
-            yield_now()
-            offset += len(got["ids"])
-            if len(got["ids"]) < page:
-                return
 
     def refresh(self) -> None:
         self.keyword.refresh()
@@ -351,7 +365,8 @@ class KnowledgeBase:
         with self.library.lock.hold():
             self.keyword.mark_pending(ids)
             self.collection.upsert(ids=ids, embeddings=vectors, documents=documents, metadatas=metadatas)
-            self.keyword.apply(upserts=list(zip(ids, tokens, strict=True)))
+            copy = None if self.keyword_only else vectors  # kept for exact cosines in hybrid search
+            self.keyword.apply(upserts=list(zip(ids, tokens, strict=True)), vectors=copy)
 
     def documents(self) -> list[dict]:
         """One row per document: id, title, source, chunk count, user metadata."""

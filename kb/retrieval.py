@@ -115,8 +115,8 @@ def search(
         semantic_done = in_background(_semantic, kb, vector, n, where)
     keyword = _keyword(kb, query, n, where) if mode in ("hybrid", "keyword") else None
     full_evidence = mode == "hybrid" and fusion in SCORE_FUSIONS
-    # Score fusions need every keyword candidate's cosine too; fetch those vectors in parallel.
-    keyword_cosines = in_background(_cosines, kb, vector, keyword.ids) if full_evidence else None
+    # Score fusions need every keyword candidate's cosine too (from the index's vector copy).
+    keyword_cosines = _cosines(kb, vector, keyword.ids) if full_evidence else {}
     if semantic_done is not None:
         semantic = semantic_done()
 
@@ -125,7 +125,7 @@ def search(
     if full_evidence:
         # Both channels' evidence for every candidate: cosine of keyword-only ones, BM25 of the rest.
         union = list(dict.fromkeys([cid for cid, _ in semantic] + keyword.ids))
-        cosine = keyword_cosines() | cosine
+        cosine = keyword_cosines | cosine
         bm25 = keyword.score_of(union)
     sem_score = {cid: _clip(c) for cid, c in cosine.items()}
     kw_score = {cid: keyword.share(b) for cid, b in bm25.items()} if keyword else {}
@@ -181,16 +181,19 @@ def _semantic(kb: KnowledgeBase, vector, n: int, where: dict | None) -> list[tup
 
 
 def _cosines(kb: KnowledgeBase, vector, ids: list[str]) -> dict[str, float]:
-    """Exact cosine between the query and these chunks' stored vectors."""
-    if not ids:
-        return {}
-    got = kb.collection.get(ids=ids, include=["embeddings"])
-    stored = np.asarray(got["embeddings"], dtype=np.float32)
-    if not len(stored):
-        return {}
+    """Cosine between the query and these chunks' vectors: from the keyword index's unit-vector
+    copy, and from Chroma for any chunk the copy lacks (written by another process a moment ago)."""
     q = np.asarray(vector, dtype=np.float32)
-    sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1) * np.linalg.norm(q), 1e-12)
-    return dict(zip(got["ids"], sims.tolist(), strict=True))
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    found, units = kb.keyword.vectors_of(ids)
+    out = dict(zip(found, (units @ q).tolist(), strict=True)) if found else {}
+    missing = [cid for cid in ids if cid not in out]
+    if missing:
+        got = kb.collection.get(ids=missing, include=["embeddings"])
+        stored = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+        sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
+        out.update(zip(got["ids"], sims.tolist(), strict=True))
+    return out
 
 
 def _keyword(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> KeywordHits:

@@ -1,6 +1,8 @@
 import multiprocessing
+import sqlite3
 import time
 
+import numpy as np
 import pytest
 
 from kb.chunking import ChunkingOptions
@@ -8,6 +10,7 @@ from kb.embedders import make_embedder
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound, StoreBusy
 from kb.knowledge_base import Library
 from kb.parsing import SourceDocument
+from kb.slot_vectors import SlotVectors
 
 DOCS = [
     SourceDocument(
@@ -336,3 +339,56 @@ def test_embedder_factory_resolves_recorded_names(tmp_path, e5):
         Library(tmp_path).get("kb").search("年假", mode="semantic")
     assert Library(tmp_path).get("kb").search("年假", mode="keyword")[0].doc_id == "leave"
     assert Library(tmp_path, embedder_factory=lambda name: Named()).get("kb").search("年假")[0].doc_id == "leave"
+
+
+def _copy_matches_chroma(kb):
+    got = kb.collection.get(include=["embeddings"])
+    ids, rows = kb.keyword.vectors_of(got["ids"])
+    assert sorted(ids) == sorted(got["ids"])
+    stored = dict(zip(got["ids"], got["embeddings"], strict=True))
+    for cid, row in zip(ids, rows, strict=True):
+        want = np.asarray(stored[cid], np.float32)
+        assert np.abs(row - want / np.linalg.norm(want)).max() < 2e-3
+
+
+def test_keyword_index_keeps_a_vector_copy_through_writes_repairs_and_reconciles(tmp_path, e5):
+    lib = Library(tmp_path)
+    kb = lib.get_or_create("kb", e5)
+    kb.ingest(DOCS[:3])
+    _copy_matches_chroma(kb)
+    kb.keyword.mark_pending(["crashed-1"])  # a crash between Chroma and the keyword index
+    kb.collection.upsert(
+        ids=["crashed-1"],
+        embeddings=e5.embed_documents(["远程办公每周两天"]),
+        documents=["远程办公每周两天"],
+        metadatas=[{"doc_id": "remote", "title": "远程", "position": 0}],
+    )
+    reconciled = Library(tmp_path).get("kb")
+    _copy_matches_chroma(reconciled)
+    for f in reconciled.keyword.directory.iterdir():
+        f.unlink()
+    rebuilt = Library(tmp_path).get("kb")
+    assert rebuilt.repairs
+    _copy_matches_chroma(rebuilt)
+
+
+def test_an_index_of_the_previous_format_is_rebuilt_with_vectors(tmp_path, e5):
+    kb = Library(tmp_path).get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    db = sqlite3.connect(kb.keyword.directory / "journal.sqlite3")
+    with db:
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    db.close()
+    again = Library(tmp_path).get("kb")
+    assert any("format" in r for r in again.repairs)
+    _copy_matches_chroma(again)
+
+
+def test_hybrid_cosines_come_from_the_copy_or_else_from_chroma(library, e5):
+    kb = library.get_or_create("kb", e5)
+    kb.ingest(DOCS)
+    before = {h.id: h.semantic_score for h in kb.search("年假 fusion", top_k=4, candidates=2)}
+    kb.keyword.vectors = SlotVectors()  # as if the copy lacked them: Chroma answers instead
+    after = {h.id: h.semantic_score for h in kb.search("年假 fusion", top_k=4, candidates=2)}
+    assert after.keys() == before.keys()
+    assert all(abs(after[cid] - before[cid]) < 2e-3 for cid in before)
