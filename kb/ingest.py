@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 SYSTEM_KEYS = frozenset(
     {"doc_id", "title", "source", "position", "content_hash", "tokens", "parent_position", "parent_text", "ingested_at"}
 )
+# Written by earlier versions (the chunk id already hashes the content); still reserved, never compared.
+LEGACY_KEYS = frozenset({"content_hash", "tokens"})
 MAX_METADATA_KEYS = 32
 DIFF_GROUP = 500
 
@@ -97,12 +99,7 @@ def _records(doc: SourceDocument, options: ChunkingOptions, stamp: str) -> list[
     for chunk in chunk_text(doc.text, options):
         key = (chunk.text, chunk.parent_text)
         occurrence = seen[key] = seen.get(key, -1) + 1
-        meta = dict(
-            base,
-            position=chunk.position,
-            tokens=chunk.tokens,
-            content_hash=hashlib.sha256(chunk.text.encode("utf-8")).hexdigest()[:16],
-        )
+        meta = dict(base, position=chunk.position)
         if chunk.parent_text is not None:
             meta.update(parent_text=chunk.parent_text, parent_position=chunk.parent_position)
         out.append(
@@ -162,10 +159,34 @@ def ingest_documents(
     batch = batch_size or max(16, 4 * embed_batch)
     if progress:
         progress(0, len(new))
+    with kb.bulk_writes():
+        _write_new(kb, new, batch, embed_batch, embedder, report, progress, deadline)
+        if report.complete and moved:  # an interrupted ingest finishes these when it is resumed
+            with kb.library.lock.hold():
+                kb.collection.update(ids=[r.id for r in moved], metadatas=[r.metadata for r in moved])
+            report.updated = len(moved)
+        if report.complete and stale:
+            kb.remove_chunks(stale)
+            report.removed = len(stale)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _write_new(
+    kb: KnowledgeBase,
+    new: list[_Record],
+    batch: int,
+    embed_batch: int,
+    embedder,
+    report: IngestReport,
+    progress: Progress | None,
+    deadline: float | None,
+) -> None:
+    """Embed and write the new chunks a batch at a time, until done or past the deadline."""
     for start in range(0, len(new), batch):
         if deadline is not None and time.monotonic() > deadline:
             report.complete = False
-            break
+            return
         part = new[start : start + batch]
         vectors = []
         for s in range(0, len(part), embed_batch):  # short native stretches, a yield point between
@@ -178,15 +199,6 @@ def ingest_documents(
         yield_now()
         if progress:
             progress(report.added, len(new))
-    if report.complete and moved:  # an interrupted ingest finishes these when it is resumed
-        with kb.library.lock.hold():
-            kb.collection.update(ids=[r.id for r in moved], metadatas=[r.metadata for r in moved])
-        report.updated = len(moved)
-    if report.complete and stale:
-        kb.remove_chunks(stale)
-        report.removed = len(stale)
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report
 
 
 def _embed_text(record: _Record) -> str:
@@ -207,5 +219,5 @@ def _existing(kb: KnowledgeBase, doc_ids: list[str]) -> dict[str, dict]:
 
 
 def _differs(stored: dict, wanted: dict) -> bool:
-    ignore = {"ingested_at"}
+    ignore = {"ingested_at"} | LEGACY_KEYS
     return {k: v for k, v in stored.items() if k not in ignore} != {k: v for k, v in wanted.items() if k not in ignore}

@@ -38,7 +38,8 @@ import threading
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ B = 0.75
 COMPACT_FRACTION = 0.05
 COMPACT_MIN_ROWS = 2000
 AVGDL_DRIFT = 0.05
+MAX_SEGMENTS = 8  # batches added since the snapshot are merged into one group beyond this
 FORMAT = 2  # 2: the journal and snapshot also hold a float16 copy of each chunk's vector
 
 
@@ -140,6 +142,40 @@ class _ScoreLookup(Mapping):
         return len(self._slot_of)
 
 
+@dataclass
+class _Segment:
+    """Postings of one batch of added chunks, grouped by term (sorted term ids, CSR offsets)."""
+
+    terms: np.ndarray  # int64, sorted, unique
+    starts: np.ndarray  # int64, len(terms) + 1
+    slots: np.ndarray  # int32
+    tfs: np.ndarray  # uint16
+
+    @classmethod
+    def of(cls, tids: np.ndarray, slots: np.ndarray, tfs: np.ndarray) -> _Segment:
+        order = np.argsort(tids, kind="stable")  # keeps each term's slots ascending
+        terms, starts = np.unique(tids[order], return_index=True)
+        return cls(terms, np.append(starts, len(tids)), slots[order].astype(np.int32), tfs[order].astype(np.uint16))
+
+    @classmethod
+    def merged(cls, segments: list[_Segment]) -> _Segment:
+        return cls.of(
+            np.concatenate([seg.term_per_posting() for seg in segments]),
+            np.concatenate([seg.slots for seg in segments]),
+            np.concatenate([seg.tfs for seg in segments]),
+        )
+
+    def term_per_posting(self) -> np.ndarray:
+        return np.repeat(self.terms, np.diff(self.starts))
+
+    def postings(self, tid: int) -> tuple[np.ndarray, np.ndarray] | None:
+        i = int(np.searchsorted(self.terms, tid))
+        if i == len(self.terms) or self.terms[i] != tid:
+            return None
+        a, b = self.starts[i], self.starts[i + 1]
+        return self.slots[a:b], self.tfs[a:b]
+
+
 class KeywordIndex:
     def __init__(self, directory: Path, signature: str, *, k1: float = K1, b: float = B) -> None:
         self.directory = Path(directory)
@@ -147,6 +183,7 @@ class KeywordIndex:
         self.k1, self.b = k1, b
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._bulk = 0
         self._clear_memory()
 
     # ------------------------------------------------------------------ memory state
@@ -171,7 +208,7 @@ class KeywordIndex:
         self.p_tf: np.ndarray | DiskArray = np.zeros(0, np.uint16)
         self.p_w: np.ndarray | DiskArray = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
         self.w_ready = np.zeros(0, np.bool_)
-        self.delta: dict[int, tuple[list[int], list[int]]] = {}
+        self.segments: list[_Segment] = []  # postings added since the snapshot, one group per batch
         self.vectors = SlotVectors()
         self._delta_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -397,22 +434,16 @@ class KeywordIndex:
             pair_terms.extend(counts)
             pair_tfs.extend(counts.values())
             per_slot.append(len(counts))
-        vocab, known = self.vocab, len(self.vocab)
-        tids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in pair_terms), np.int64, len(pair_terms))
-        self.terms.extend(itertools.islice(vocab, known, None))
-        slots = np.repeat(np.arange(first, first + len(items), dtype=np.int64), per_slot)
-        order = np.argsort(tids, kind="stable")
-        tids, slots, tfs = tids[order], slots[order].tolist(), np.asarray(pair_tfs, np.int64)[order].tolist()
-        uniq, starts = np.unique(tids, return_index=True)
-        ends = [*starts[1:].tolist(), len(tids)]
-        for tid, a, b in zip(uniq.tolist(), starts.tolist(), ends, strict=True):
-            entry = self.delta.get(tid)
-            if entry is None:
-                self.delta[tid] = (slots[a:b], tfs[a:b])
-            else:
-                entry[0].extend(slots[a:b])
-                entry[1].extend(tfs[a:b])
-            self._delta_arrays.pop(tid, None)
+        vocab = self.vocab
+        new_terms = [t for t in dict.fromkeys(pair_terms) if t not in vocab]
+        vocab.update(zip(new_terms, range(len(vocab), len(vocab) + len(new_terms)), strict=True))
+        self.terms.extend(new_terms)
+        tids = np.fromiter(map(vocab.__getitem__, pair_terms), np.int64, len(pair_terms))
+        slots = np.repeat(np.arange(first, first + len(items), dtype=np.int32), per_slot)
+        self.segments.append(_Segment.of(tids, slots, np.asarray(pair_tfs, np.uint16)))
+        if len(self.segments) > MAX_SEGMENTS:
+            self.segments = [_Segment.merged(self.segments)]
+        self._delta_arrays.clear()
 
     def _remove(self, chunk_id: str) -> None:
         slot = self.slot_of.pop(chunk_id, None)
@@ -424,20 +455,36 @@ class KeywordIndex:
 
     def _needs_compaction(self) -> bool:
         changes = self.n_dead + len(self.slot_ids) - self.base_slots
+        if self._bulk:
+            return changes >= max(COMPACT_MIN_ROWS, self.base_slots)
         return changes >= max(COMPACT_MIN_ROWS, COMPACT_FRACTION * max(1, self.count))
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Writes inside compact only once the changes reach the snapshot's size, so a large ingest
+        rewrites the snapshot a few times rather than after every batch; call ``settle`` after."""
+        self._bulk += 1
+        try:
+            yield
+        finally:
+            self._bulk -= 1
+
+    def settle(self) -> None:
+        """Compact now if the usual rule (changes over ``COMPACT_FRACTION``) asks for it."""
+        with self._lock:
+            self.refresh()
+            if self._needs_compaction():
+                self.compact()
 
     def compact(self) -> None:
         """Merge the delta into the base arrays, drop deleted chunks, write a snapshot, trim the journal."""
         with self._lock:
             slot_parts, tf_parts, term_parts = [np.asarray(self.p_slot)], [np.asarray(self.p_tf)], []
             term_parts.append(np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr)))
-            if self.delta:
-                chain = itertools.chain.from_iterable
-                entries = self.delta.values()
-                slot_parts.append(np.fromiter(chain(sl for sl, _ in entries), np.int32))
-                tf_parts.append(np.fromiter(chain(tf for _, tf in entries), np.uint16))
-                sizes = [len(sl) for sl, _ in entries]
-                term_parts.append(np.repeat(np.fromiter(self.delta, np.int64, len(self.delta)), sizes))
+            for seg in self.segments:
+                slot_parts.append(seg.slots)
+                tf_parts.append(seg.tfs)
+                term_parts.append(seg.term_per_posting())
             p_slot = np.concatenate(slot_parts)
             p_tf = np.concatenate(tf_parts)
             p_term = np.concatenate(term_parts)
@@ -565,13 +612,15 @@ class KeywordIndex:
                 self.p_w[s:e] = self._weights(self.p_slot[s:e], self.p_tf[s:e])
                 self.w_ready[tid] = True
             slots_w.append((self.p_slot[s:e], self.p_w[s:e]))
-        if tid in self.delta:
+        if self.segments:
             cached = self._delta_arrays.get(tid)
             if cached is None:
-                slots = np.asarray(self.delta[tid][0], np.int32)
-                tfs = np.asarray(self.delta[tid][1], np.uint16)
+                found = [p for p in (seg.postings(tid) for seg in self.segments) if p is not None]
+                slots = np.concatenate([sl for sl, _ in found]) if found else np.zeros(0, np.int32)
+                tfs = np.concatenate([tf for _, tf in found]) if found else np.zeros(0, np.uint16)
                 cached = self._delta_arrays[tid] = (slots, self._weights(slots, tfs))
-            slots_w.append(cached)
+            if len(cached[0]):
+                slots_w.append(cached)
         if len(slots_w) == 1:
             return slots_w[0]
         if not slots_w:

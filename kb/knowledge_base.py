@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,15 @@ class KnowledgeBase:
 
     def refresh(self) -> None:
         self.keyword.refresh()
+
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Many ``write_chunks`` in a row (an ingest): the keyword index compacts geometrically
+        meanwhile and by its usual rule at the end (if the block fails, at the next write)."""
+        with self.keyword.bulk():
+            yield
+        with self.library.lock.hold():
+            self.keyword.settle()
 
     # ------------------------------------------------------------------ operations
     def ingest(

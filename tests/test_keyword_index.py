@@ -6,7 +6,7 @@ import bm25s
 import numpy as np
 import pytest
 
-from kb.keyword_index import IndexUnusable, KeywordIndex
+from kb.keyword_index import MAX_SEGMENTS, IndexUnusable, KeywordIndex
 from kb.tokenize import KeywordTokenizer
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
@@ -154,12 +154,44 @@ def test_another_process_sees_writes_after_refresh(tmp_path):
     assert reader.ids() == {"y"}
 
 
+def test_many_small_batches_score_as_one_batch(tmp_path):
+    base, added = random_docs(400), random_docs(60, seed=3)
+    added = [(f"n{i}", tokens) for i, (_, tokens) in enumerate(added)]
+    small, one = KeywordIndex(tmp_path / "small", "sig"), KeywordIndex(tmp_path / "one", "sig")
+    for index in (small, one):
+        index.build(base)
+    for i in range(0, 60, 3):  # 20 batches: more than MAX_SEGMENTS, so they get merged on the way
+        small.apply(upserts=added[i : i + 3])
+    one.apply(upserts=added)
+    assert len(small.segments) <= MAX_SEGMENTS and small.base_slots == one.base_slots == 400
+    for query in (["alpha"], ["omega", "beta"], ["sigma", "sigma", "pi"]):
+        a, b = small.search(query, 100), one.search(query, 100)
+        assert a.ids == b.ids and a.scores == pytest.approx(b.scores, rel=1e-6)
+
+
+def test_bulk_writes_compact_when_the_changes_reach_the_snapshot_size_and_settle_after(tmp_path):
+    index = KeywordIndex(tmp_path, "sig")
+    index.build(random_docs(4000))
+    docs = [(f"n{i}", tokens) for i, (_, tokens) in enumerate(random_docs(6000, seed=5))]
+    with index.bulk():
+        index.apply(upserts=docs[:3000])  # 75 % of the snapshot: past 5 %, but no compaction yet
+        assert index.base_slots == 4000
+        index.apply(upserts=docs[3000:])  # changes reach the snapshot's size: compacted
+        assert index.base_slots == 10000
+        index.apply(upserts=[("late", ["omega"] * 3)])
+    assert index.base_slots == 10000  # one change is under 5 %: settle leaves it in the journal
+    index.apply(upserts=random_docs(2000, seed=9))  # replacements: outside bulk mode the usual rule is back
+    assert index.base_slots == index.count
+    index.settle()
+    assert index.search(["omega"], 1).ids
+
+
 def test_compaction_happens_in_proportion_and_keeps_results(tmp_path):
     index = KeywordIndex(tmp_path, "sig")
     index.build(random_docs(5000))
     base_before = index.base_slots
     index.apply(upserts=random_docs(100, seed=1))  # same ids: replacements, below the threshold
-    assert index.base_slots == base_before and index.delta
+    assert index.base_slots == base_before and index.segments
     journal = index._conn().execute("SELECT COUNT(*) FROM log").fetchone()[0]
     assert journal == 100
 

@@ -192,6 +192,20 @@ def test_keyword_only_kb(library):
         kb.search("年假", mode="semantic")
 
 
+def test_a_large_ingest_rewrites_the_keyword_snapshot_a_few_times_and_ends_settled(library, monkeypatch):
+    kb = library.get_or_create("kw", None)
+    calls = []
+    compact = kb.keyword.compact
+    monkeypatch.setattr(kb.keyword, "compact", lambda: calls.append(kb.keyword.count) or compact())
+    docs = [SourceDocument(f"word{i} shared text {i % 7}", f"d{i}", "") for i in range(12000)]
+    report = kb.ingest(docs, batch_size=1000)
+    assert report.added == 12000
+    # Per-batch compaction (5 % rule) would rewrite the snapshot after each of the 12 batches.
+    assert len(calls) <= 4 and calls[-1] == 12000
+    assert kb.keyword.count == 12000 and not kb.keyword.segments
+    assert kb.search("word11999", top_k=1)[0].doc_id == "d11999"
+
+
 @pytest.mark.parametrize("damage", ["delete", "truncate", "lose_rows"])
 def test_keyword_index_is_repaired_from_chroma(tmp_path, e5, damage):
     lib = Library(tmp_path)
