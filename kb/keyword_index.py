@@ -56,6 +56,7 @@ B = 0.75
 COMPACT_FRACTION = 0.05
 COMPACT_MIN_ROWS = 2000
 AVGDL_DRIFT = 0.05
+POSTING = np.dtype([("slot", "<i4"), ("w", "<f4")])  # one read per query term gets both
 MAX_SEGMENTS = 8  # batches added since the snapshot are merged into one group beyond this
 FORMAT = 2  # 2: the journal and snapshot also hold a float16 copy of each chunk's vector
 
@@ -204,9 +205,10 @@ class KeywordIndex:
         self.avgdl_fixed = 1.0
         self.base_slots = 0
         self.indptr = np.zeros(1, np.int64)
-        self.p_slot: np.ndarray | DiskArray = np.zeros(0, np.int32)
+        self.p_sw: np.ndarray | DiskArray = np.zeros(0, POSTING)  # (slot, weight) per posting, by term
         self.p_tf: np.ndarray | DiskArray = np.zeros(0, np.uint16)
-        self.p_w: np.ndarray | DiskArray = np.zeros(0, np.float32)  # filled per term on first use (see _postings)
+        # After the average length drifts, weights are recomputed per term on first use (_postings).
+        self.w_fresh: np.ndarray | None = None
         self.w_ready = np.zeros(0, np.bool_)
         self.segments: list[_Segment] = []  # postings added since the snapshot, one group per batch
         self.vectors = SlotVectors()
@@ -290,11 +292,11 @@ class KeywordIndex:
             ids = bytes(z["ids"]).decode("utf-8").split("\n") if meta["n_slots"] else []
             terms = bytes(z["terms"]).decode("utf-8").split("\n") if meta["n_terms"] else []
             dl, indptr, vec_has = z["dl"], z["indptr"], z["vec_has"]
-        p_slot, p_tf, p_w, vec = self._open_arrays()
-        if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or not indptr[-1] == len(p_slot) == len(p_tf):
+        p_sw, p_tf, vec = self._open_arrays()
+        if len(ids) != len(dl) or len(terms) + 1 != len(indptr) or not indptr[-1] == len(p_sw) == len(p_tf):
             raise IndexUnusable("snapshot arrays are inconsistent")
-        if len(p_w) != len(p_slot) or len(vec_has) != len(ids):
-            raise IndexUnusable("snapshot weights or vectors are inconsistent")
+        if p_sw.dtype != POSTING or len(vec_has) != len(ids):
+            raise IndexUnusable("snapshot postings or vectors are inconsistent")
         self.vectors.load(vec, vec_has, int(meta["dim"]))
         self.slot_ids = ids
         self.slot_of = {cid: i for i, cid in enumerate(ids)}
@@ -303,18 +305,17 @@ class KeywordIndex:
         self.total_len = float(dl.sum())
         self.terms = terms
         self.vocab = {t: i for i, t in enumerate(terms)}
-        self.indptr, self.p_slot, self.p_tf = indptr.astype(np.int64), p_slot, p_tf
+        self.indptr, self.p_sw, self.p_tf = indptr.astype(np.int64), p_sw, p_tf
         self.base_slots = len(ids)
         self.seq = meta["seq"]
-        self.p_w, self.avgdl_fixed = p_w, float(meta["avgdl"])
-        self.w_ready = np.ones(len(indptr) - 1, np.bool_)
+        self.avgdl_fixed = float(meta["avgdl"])
 
     def _open_arrays(self) -> list[np.ndarray | DiskArray]:
-        """The snapshot's postings (slots, tfs, weights) and vectors, left on disk (see ``DiskArray``)."""
+        """The snapshot's postings ((slot, weight) records, tfs) and vectors, left on disk (``DiskArray``)."""
         if self._snapshot_file is not None:
             self._snapshot_file.close()
         file = self._snapshot_file = open(self._snapshot_path, "rb")  # noqa: SIM115 (lives with the arrays)
-        return [snapshot_array(self._snapshot_path, name, file) for name in ("p_slot", "p_tf", "p_w", "vec")]
+        return [snapshot_array(self._snapshot_path, name, file) for name in ("p_sw", "p_tf", "vec")]
 
     def _replay(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
@@ -479,7 +480,7 @@ class KeywordIndex:
     def compact(self) -> None:
         """Merge the delta into the base arrays, drop deleted chunks, write a snapshot, trim the journal."""
         with self._lock:
-            slot_parts, tf_parts, term_parts = [np.asarray(self.p_slot)], [np.asarray(self.p_tf)], []
+            slot_parts, tf_parts, term_parts = [np.asarray(self.p_sw)["slot"]], [np.asarray(self.p_tf)], []
             term_parts.append(np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr)))
             for seg in self.segments:
                 slot_parts.append(seg.slots)
@@ -516,16 +517,16 @@ class KeywordIndex:
             self.alive = _Grow(np.bool_, np.ones(len(ids), np.bool_))
             self.total_len = float(dl.sum())
             self.terms, self.vocab = terms, {t: i for i, t in enumerate(terms)}
-            self.indptr, self.p_slot, self.p_tf = indptr, p_slot, p_tf
+            self.indptr, self.p_tf = indptr, p_tf
             self.vectors.load(vec, vec_has, dim)
             self.base_slots = len(ids)
             self.seq, self.epoch = seq, epoch
             self.avgdl_fixed = self._current_avgdl()
-            self.p_w = self._weights(p_slot, p_tf)
-            self.w_ready = np.ones(len(indptr) - 1, np.bool_)
-            self._write_snapshot(ids, dl, terms, indptr, p_slot, p_tf, self.p_w, vec, vec_has)
+            self.p_sw = np.empty(len(p_slot), POSTING)
+            self.p_sw["slot"], self.p_sw["w"] = p_slot, self._weights(p_slot, p_tf)
+            self._write_snapshot(ids, dl, terms, indptr, self.p_sw, p_tf, vec, vec_has)
             if hasattr(os, "pread"):  # hand the postings and vectors back to the file (and the page cache)
-                self.p_slot, self.p_tf, self.p_w, vec = self._open_arrays()
+                self.p_sw, self.p_tf, vec = self._open_arrays()
                 self.vectors.load(vec, vec_has, dim)
 
     def _current_avgdl(self) -> float:
@@ -541,8 +542,7 @@ class KeywordIndex:
         recomputed lazily, per term, when a query first needs them (so opening a large index and
         refreshing the length do not pay for the whole vocabulary, and untouched pages stay unused)."""
         self.avgdl_fixed = self._current_avgdl()
-        if len(self.p_w) != len(self.p_slot) or not isinstance(self.p_w, np.ndarray):  # the snapshot's stay as written
-            self.p_w = np.empty(len(self.p_slot), np.float32)
+        self.w_fresh = np.empty(len(self.p_sw), np.float32)  # pages are committed only as terms fill them
         self.w_ready = np.zeros(len(self.indptr) - 1, np.bool_)
         self._delta_arrays.clear()
 
@@ -554,9 +554,9 @@ class KeywordIndex:
         norm = np.float32(self.k1) * (1 - self.b + self.b * self.dl.view[slots] / np.float32(self.avgdl_fixed))
         return (tf / (tf + norm)).astype(np.float32)
 
-    def _write_snapshot(self, ids, dl, terms, indptr, p_slot, p_tf, p_w, vec, vec_has) -> None:
+    def _write_snapshot(self, ids, dl, terms, indptr, p_sw, p_tf, vec, vec_has) -> None:
         meta = {
-            "avgdl": self.avgdl_fixed,  # the length normalisation p_w was computed with
+            "avgdl": self.avgdl_fixed,  # the length normalisation of the stored weights
             "dim": self.vectors.dim,
             "seq": self.seq,
             "signature": self.signature,
@@ -572,9 +572,8 @@ class KeywordIndex:
             terms=np.frombuffer("\n".join(terms).encode("utf-8"), np.uint8),
             dl=dl,
             indptr=indptr,
-            p_slot=p_slot,
+            p_sw=p_sw,
             p_tf=p_tf,
-            p_w=p_w,
             vec=vec,
             vec_has=vec_has,
         )
@@ -608,10 +607,14 @@ class KeywordIndex:
         slots_w: list[tuple[np.ndarray, np.ndarray]] = []
         if tid < len(self.indptr) - 1:
             s, e = self.indptr[tid], self.indptr[tid + 1]
-            if not self.w_ready[tid]:
-                self.p_w[s:e] = self._weights(self.p_slot[s:e], self.p_tf[s:e])
-                self.w_ready[tid] = True
-            slots_w.append((self.p_slot[s:e], self.p_w[s:e]))
+            records = self.p_sw[s:e]
+            weights = records["w"]
+            if self.w_fresh is not None:
+                if not self.w_ready[tid]:
+                    self.w_fresh[s:e] = self._weights(records["slot"], self.p_tf[s:e])
+                    self.w_ready[tid] = True
+                weights = self.w_fresh[s:e]
+            slots_w.append((records["slot"], weights))
         if self.segments:
             cached = self._delta_arrays.get(tid)
             if cached is None:
@@ -636,7 +639,7 @@ class KeywordIndex:
             query = Counter(t for t in tokens if t in self.vocab)
             if not n or not query or limit <= 0:
                 return KeywordHits([], [], 0.0)
-            slot_parts, weight_parts = [], []
+            slot_parts, weight_parts, factors = [], [], []
             idf_sum = 0.0
             alive = self.alive.view
             for term, qtf in query.items():
@@ -647,13 +650,14 @@ class KeywordIndex:
                 idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
                 idf_sum += qtf * idf
                 slot_parts.append(slots)
-                weight_parts.append(ws * np.float32(qtf * idf))
+                weight_parts.append(ws)
+                factors.append(qtf * idf)
             max_score = idf_sum  # every term weight tends to 1 as tf grows
             if not slot_parts:
                 return KeywordHits([], [], max_score)
-            scores = np.bincount(
-                np.concatenate(slot_parts), weights=np.concatenate(weight_parts), minlength=len(self.slot_ids)
-            )
+            weights = np.concatenate(weight_parts)
+            weights *= np.repeat(np.asarray(factors, np.float32), [len(w) for w in weight_parts])
+            scores = np.bincount(np.concatenate(slot_parts), weights=weights, minlength=len(self.slot_ids))
             if self.n_dead:
                 scores[~alive] = 0.0
             return self._top(scores, limit, accept, max_score)

@@ -115,13 +115,13 @@ def test_reopened_index_uses_the_stored_weights_and_scores_the_same(tmp_path):
     built.build(docs)
     reopened = KeywordIndex(tmp_path, tok.signature)
     reopened.load()
-    assert not isinstance(reopened.p_w, np.ndarray) and reopened.w_ready.all()  # read from disk, not recomputed
+    assert not isinstance(reopened.p_sw, np.ndarray) and reopened.w_fresh is None  # stored weights, on disk
     for q in ("vitamin D deficiency", "cancer cells"):
         assert reopened.search(tok(q), 10).scores == pytest.approx(built.search(tok(q), 10).scores, rel=1e-6)
         assert_matches_reference(reopened, docs, tok(q))
     # Enough new text to move the average length past the drift limit: weights are recomputed lazily.
     reopened.apply(upserts=[(f"long{i}", ["cancer"] * 400) for i in range(40)])
-    assert not reopened.w_ready.all()
+    assert reopened.w_fresh is not None and not reopened.w_ready.all()
     assert_matches_reference(reopened, docs + [(f"long{i}", ["cancer"] * 400) for i in range(40)], ["cancer"])
 
 
