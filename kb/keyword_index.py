@@ -3,7 +3,7 @@
 Layout on disk (one directory per knowledge base):
 
 - ``journal.sqlite3``: an append-only log of changes since the last snapshot (one row per added or
-  deleted chunk: terms zlib-compressed, the float16 unit vector) plus a small ``meta`` table.
+  deleted chunk: its terms, the float16 unit vector) plus a small ``meta`` table.
   SQLite gives atomic commits, so a crash never leaves half a row; other processes replay the rows
   they have not seen yet.
 - ``snapshot.npz``: the whole index at journal position ``snapshot_seq``, in compressed-sparse
@@ -36,7 +36,6 @@ import sqlite3
 import struct
 import threading
 import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,7 +57,7 @@ COMPACT_MIN_ROWS = 2000
 AVGDL_DRIFT = 0.05
 POSTING = np.dtype([("slot", "<i4"), ("w", "<f4")])  # one read per query term gets both
 MAX_SEGMENTS = 8  # batches added since the snapshot are merged into one group beyond this
-FORMAT = 2  # 2: the journal and snapshot also hold a float16 copy of each chunk's vector
+FORMAT = 3  # 2: a float16 copy of each chunk's vector; 3: (slot, weight) postings, plain journal terms
 
 
 class IndexUnusable(Exception):
@@ -109,18 +108,15 @@ class _Grow:
         return self.array[: self.size]
 
 
-def _encode_terms(counts: Counter) -> bytes:
-    return zlib.compress("\n".join(f"{t}\t{n}" for t, n in counts.items()).encode("utf-8"), 1)
+def _encode_terms(tokens: list[str]) -> bytes:
+    """A journal row's terms: the token list, newline-joined (terms never contain whitespace).
+    Not compressed: rows live only until the next compaction, and joining is what costs least."""
+    return "\n".join(tokens).encode("utf-8")
 
 
 def _decode_terms(blob: bytes) -> Counter:
-    text = zlib.decompress(blob).decode("utf-8")
-    counts: Counter = Counter()
-    if text:
-        for line in text.split("\n"):
-            term, _, n = line.rpartition("\t")
-            counts[term] = int(n)
-    return counts
+    text = blob.decode("utf-8")
+    return Counter(text.split("\n")) if text else Counter()
 
 
 class _ScoreLookup(Mapping):
@@ -273,7 +269,6 @@ class KeywordIndex:
                 ValueError,
                 KeyError,
                 EOFError,
-                zlib.error,
                 zipfile.BadZipFile,
                 struct.error,
             ) as exc:
@@ -398,7 +393,7 @@ class KeywordIndex:
             for i, (cid, tokens) in enumerate(upserts):
                 counts = Counter(tokens)
                 prepared.append((cid, len(tokens), counts))
-                rows.append((cid, len(tokens), _encode_terms(counts), None if units is None else units[i].tobytes()))
+                rows.append((cid, len(tokens), _encode_terms(tokens), None if units is None else units[i].tobytes()))
             db = self._conn()
             with db:
                 cur = db.executemany("INSERT INTO log (chunk_id, length, terms, vector) VALUES (?, ?, ?, ?)", rows)
@@ -490,33 +485,35 @@ class KeywordIndex:
             p_tf = np.concatenate(tf_parts)
             p_term = np.concatenate(term_parts)
             alive = self.alive.view
-            keep = alive[p_slot]
-            p_slot, p_tf, p_term = p_slot[keep], p_tf[keep], p_term[keep]
-            # Renumber slots densely, in their current order.
-            new_slot = np.cumsum(alive, dtype=np.int64) - 1
-            p_slot = new_slot[p_slot].astype(np.int32)
-            # Renumber terms that still occur; drop the rest.
-            used = np.zeros(len(self.terms), np.bool_)
-            used[p_term] = True
-            new_term = np.cumsum(used, dtype=np.int64) - 1
-            p_term = new_term[p_term]
-            order = np.lexsort((p_slot, p_term))
+            ids, slot_of, terms, vocab = self.slot_ids, self.slot_of, self.terms, self.vocab
+            if self.n_dead:  # drop deleted chunks, renumber slots densely and terms that still occur
+                keep = alive[p_slot]
+                p_slot, p_tf, p_term = p_slot[keep], p_tf[keep], p_term[keep]
+                p_slot = (np.cumsum(alive, dtype=np.int64) - 1)[p_slot].astype(np.int32)
+                used = np.zeros(len(self.terms), np.bool_)
+                used[p_term] = True
+                p_term = (np.cumsum(used, dtype=np.int64) - 1)[p_term]
+                ids = [cid for cid, ok in zip(self.slot_ids, alive, strict=True) if ok]
+                slot_of = {cid: i for i, cid in enumerate(ids)}
+                terms = [t for t, ok in zip(self.terms, used, strict=True) if ok]
+                vocab = {t: i for i, t in enumerate(terms)}
+            # Base and segments are each sorted by (term, slot), and later parts hold higher slots:
+            # a stable sort by term alone (merging sorted runs) gives the (term, slot) order.
+            order = np.argsort(p_term, kind="stable")
             p_slot, p_tf, p_term = p_slot[order], p_tf[order], p_term[order]
-            n_terms = int(used.sum())
+            n_terms = len(terms)
             indptr = np.zeros(n_terms + 1, np.int64)
             np.cumsum(np.bincount(p_term, minlength=n_terms), out=indptr[1:])
-            ids = [cid for cid, ok in zip(self.slot_ids, alive, strict=True) if ok]
             dl = self.dl.view[alive].copy()
             vec, vec_has = self.vectors.compacted(alive)
             dim = self.vectors.dim
-            terms = [t for t, ok in zip(self.terms, used, strict=True) if ok]
             seq, epoch = self.seq, self.epoch
             self._clear_memory()
-            self.slot_ids, self.slot_of = ids, {cid: i for i, cid in enumerate(ids)}
+            self.slot_ids, self.slot_of = ids, slot_of
             self.dl = _Grow(np.float32, dl)
             self.alive = _Grow(np.bool_, np.ones(len(ids), np.bool_))
             self.total_len = float(dl.sum())
-            self.terms, self.vocab = terms, {t: i for i, t in enumerate(terms)}
+            self.terms, self.vocab = terms, vocab
             self.indptr, self.p_tf = indptr, p_tf
             self.vectors.load(vec, vec_has, dim)
             self.base_slots = len(ids)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from functools import lru_cache
 
 import Stemmer
 
 # Han (incl. extension A and compatibility), kana and Hangul: scripts written without spaces.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TOKEN_RUNS = re.compile(rf"([{_CJK}]+)|([^\W_{_CJK}]+)")
+WORD_CACHE = 200_000  # words whose term is remembered (a dictionary, cleared when full)
 
 ENGLISH_STOPWORDS = frozenset(
     [
@@ -160,29 +160,37 @@ class KeywordTokenizer:
         self.stopwords = ENGLISH_STOPWORDS if stopwords else frozenset()
         self._stemmer = Stemmer.Stemmer("english") if stem else None
         self.signature = f"v1:cjk=bigram:stem={int(stem)}:stop={int(stopwords)}"
+        self._term_of: dict[str, str] = {}  # word -> its term ("" for a stop word)
 
     def __call__(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text).casefold()
         terms: list[str] = []
+        term_of = self._term_of
         for cjk, word in _TOKEN_RUNS.findall(text):
             if cjk:
                 terms.extend(_bigrams(cjk))
-            elif word not in self.stopwords:
-                terms.append(self._stem_word(word))
+                continue
+            term = term_of.get(word)
+            if term is None:
+                term = self._term(word)
+            if term:
+                terms.append(term)
         return terms
+
+    def _term(self, word: str) -> str:
+        if len(self._term_of) >= WORD_CACHE:
+            self._term_of.clear()
+        term = "" if word in self.stopwords else self._stem_word(word)
+        self._term_of[word] = term
+        return term
 
     def _stem_word(self, word: str) -> str:
         if self._stemmer is None or not word.isascii() or word.isdigit():
             return word
-        return _cached_stem(self._stemmer, word)
+        return self._stemmer.stemWord(word)
 
     def tokenize_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(t) for t in texts]
-
-
-@lru_cache(maxsize=200_000)
-def _cached_stem(stemmer: Stemmer.Stemmer, word: str) -> str:
-    return stemmer.stemWord(word)
 
 
 def _bigrams(run: str) -> list[str]:
