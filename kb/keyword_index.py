@@ -661,10 +661,16 @@ class KeywordIndex:
 
     def _top(self, scores: np.ndarray, limit: int, accept, max_score: float) -> KeywordHits:
         candidates = np.flatnonzero(scores > 0)
+        lookup = _ScoreLookup(scores, self.slot_of)
+        if accept is None:  # no filter: one selection
+            if len(candidates) > limit:
+                candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
+            top = candidates[np.lexsort((candidates, -scores[candidates]))]  # score, then insertion order
+            return KeywordHits([self.slot_ids[s] for s in top.tolist()], scores[top].tolist(), max_score, lookup)
         ids: list[str] = []
         out_scores: list[float] = []
         seen: set[int] = set()
-        want = limit if accept is None else max(64, limit * 4)
+        want = max(64, limit * 4)
         done = 0
         while done < len(candidates) and len(ids) < limit:
             take = min(len(candidates), done + want)
@@ -678,13 +684,13 @@ class KeywordIndex:
             window = [s for s in window.tolist() if s not in seen][: take - done]
             seen.update(window)
             chunk_ids = [self.slot_ids[s] for s in window]
-            ok = accept(chunk_ids) if accept is not None else None
+            ok = accept(chunk_ids)
             for slot, cid in zip(window, chunk_ids, strict=True):
-                if ok is None or cid in ok:
+                if cid in ok:
                     ids.append(cid)
                     out_scores.append(float(scores[slot]))
                     if len(ids) >= limit:
                         break
             done = take
             want *= 4
-        return KeywordHits(ids, out_scores, max_score, _ScoreLookup(scores, self.slot_of))
+        return KeywordHits(ids, out_scores, max_score, lookup)
