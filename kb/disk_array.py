@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,10 +18,13 @@ import numpy as np
 
 
 class DiskArray:
-    """A read-only 1-d array at ``offset`` in an open file."""
+    """A read-only 1-d array at ``offset`` in an open file. With ``cache_bytes``, the slices read
+    last are kept (least recently used dropped first) up to that many bytes: query terms repeat."""
 
-    def __init__(self, file, offset: int, dtype: np.dtype, length: int) -> None:
+    def __init__(self, file, offset: int, dtype: np.dtype, length: int, cache_bytes: int = 0) -> None:
         self._file, self._offset, self.dtype, self._length = file, offset, dtype, length
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_bytes, self._cached = cache_bytes, 0
 
     def __len__(self) -> int:
         return self._length
@@ -29,12 +33,22 @@ class DiskArray:
         start, stop, step = key.indices(self._length)
         if step != 1:
             raise ValueError("only contiguous slices can be read")
+        hit = self._cache.get((start, stop))
+        if hit is not None:
+            self._cache.move_to_end((start, stop))
+            return hit
         count = max(0, stop - start)
         size = self.dtype.itemsize
         data = os.pread(self._file.fileno(), count * size, self._offset + start * size) if count else b""
         if len(data) != count * size:
             raise OSError(f"short read from {self._file.name}")
-        return np.frombuffer(data, self.dtype)
+        out = np.frombuffer(data, self.dtype)
+        if 0 < len(data) <= self._cache_bytes // 8:
+            self._cache[(start, stop)] = out
+            self._cached += len(data)
+            while self._cached > self._cache_bytes:
+                self._cached -= self._cache.popitem(last=False)[1].nbytes
+        return out
 
     def rows(self, indexes: Sequence[int], width: int) -> np.ndarray:
         """Rows ``indexes`` of this array seen as ``width`` columns, one ``pread`` each."""
@@ -50,7 +64,7 @@ class DiskArray:
         return whole if dtype is None else whole.astype(dtype)
 
 
-def snapshot_array(path: Path, name: str, file) -> np.ndarray | DiskArray:
+def snapshot_array(path: Path, name: str, file, cache_bytes: int = 0) -> np.ndarray | DiskArray:
     """One array of the snapshot (an npz that ``np.savez`` stored uncompressed), left on disk and
     read per slice (see ``DiskArray``). Without ``pread`` (Windows) it is read whole."""
     if not hasattr(os, "pread"):
@@ -74,4 +88,4 @@ def snapshot_array(path: Path, name: str, file) -> np.ndarray | DiskArray:
         raise ValueError(f"snapshot member {name} has an unexpected layout")
     if offset + shape[0] * dtype.itemsize > os.fstat(file.fileno()).st_size:
         raise ValueError(f"snapshot member {name} is truncated")
-    return DiskArray(file, offset, dtype, shape[0])
+    return DiskArray(file, offset, dtype, shape[0], cache_bytes)

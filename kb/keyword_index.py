@@ -56,6 +56,7 @@ COMPACT_FRACTION = 0.05
 COMPACT_MIN_ROWS = 2000
 AVGDL_DRIFT = 0.05
 POSTING = np.dtype([("slot", "<i4"), ("w", "<f4")])  # one read per query term gets both
+POSTINGS_CACHE_BYTES = 8 << 20  # recently read postings kept in memory (query terms repeat)
 MAX_SEGMENTS = 8  # batches added since the snapshot are merged into one group beyond this
 FORMAT = 3  # 2: a float16 copy of each chunk's vector; 3: (slot, weight) postings, plain journal terms
 
@@ -310,7 +311,11 @@ class KeywordIndex:
         if self._snapshot_file is not None:
             self._snapshot_file.close()
         file = self._snapshot_file = open(self._snapshot_path, "rb")  # noqa: SIM115 (lives with the arrays)
-        return [snapshot_array(self._snapshot_path, name, file) for name in ("p_sw", "p_tf", "vec")]
+        return [
+            snapshot_array(self._snapshot_path, "p_sw", file, POSTINGS_CACHE_BYTES),
+            snapshot_array(self._snapshot_path, "p_tf", file),
+            snapshot_array(self._snapshot_path, "vec", file),
+        ]
 
     def _replay(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
@@ -657,16 +662,30 @@ class KeywordIndex:
             scores = np.bincount(np.concatenate(slot_parts), weights=weights, minlength=len(self.slot_ids))
             if self.n_dead:
                 scores[~alive] = 0.0
+            if accept is None:
+                # Chunks holding the rarest terms score high: the limit-th best of them bounds the
+                # limit-th best overall from below, so only chunks at or above it need sorting.
+                rare = np.argsort(factors)[::-1]
+                probe, size = [], 0
+                for i in rare.tolist():
+                    probe.append(slot_parts[i])
+                    size += len(slot_parts[i])
+                    if size >= 2 * limit:
+                        break
+                return self._top_unfiltered(scores, limit, np.unique(np.concatenate(probe)), max_score)
             return self._top(scores, limit, accept, max_score)
+
+    def _top_unfiltered(self, scores: np.ndarray, limit: int, probe: np.ndarray, max_score: float) -> KeywordHits:
+        sample = scores[probe]
+        floor = np.partition(sample, len(sample) - limit)[len(sample) - limit] if len(sample) > limit else 0.0
+        candidates = np.flatnonzero(scores >= floor) if floor > 0 else np.flatnonzero(scores > 0)
+        top = candidates[np.lexsort((candidates, -scores[candidates]))][:limit]  # score, then insertion order
+        lookup = _ScoreLookup(scores, self.slot_of)
+        return KeywordHits([self.slot_ids[s] for s in top.tolist()], scores[top].tolist(), max_score, lookup)
 
     def _top(self, scores: np.ndarray, limit: int, accept, max_score: float) -> KeywordHits:
         candidates = np.flatnonzero(scores > 0)
         lookup = _ScoreLookup(scores, self.slot_of)
-        if accept is None:  # no filter: one selection
-            if len(candidates) > limit:
-                candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]
-            top = candidates[np.lexsort((candidates, -scores[candidates]))]  # score, then insertion order
-            return KeywordHits([self.slot_ids[s] for s in top.tolist()], scores[top].tolist(), max_score, lookup)
         ids: list[str] = []
         out_scores: list[float] = []
         seen: set[int] = set()

@@ -186,6 +186,19 @@ def test_bulk_writes_compact_when_the_changes_reach_the_snapshot_size_and_settle
     assert index.search(["omega"], 1).ids
 
 
+def test_top_k_equals_the_head_of_the_full_ranking_ties_included(tmp_path):
+    index = KeywordIndex(tmp_path, "sig")
+    index.build(random_docs(3000))  # 18 words: many equal scores
+    index.apply(deletes=[f"d{i}" for i in range(0, 3000, 11)])
+    for query in (["alpha"], ["omega", "beta"], ["sigma", "sigma", "pi", "rho"], ["xi", "nu", "mu", "eta", "zeta"]):
+        full = index.search(query, 3000)
+        for k in (1, 10, 100):
+            top = index.search(query, k)
+            assert top.ids == full.ids[:k] and top.scores == full.scores[:k]
+            filtered = index.search(query, k, accept=set)  # the filtered path agrees
+            assert filtered.ids == top.ids
+
+
 def test_compaction_happens_in_proportion_and_keeps_results(tmp_path):
     index = KeywordIndex(tmp_path, "sig")
     index.build(random_docs(5000))
