@@ -58,6 +58,7 @@ AVGDL_DRIFT = 0.05
 POSTING = np.dtype([("slot", "<i4"), ("w", "<f4")])  # one read per query term gets both
 POSTINGS_CACHE_BYTES = 8 << 20  # recently read postings kept in memory (query terms repeat)
 MAX_SEGMENTS = 8  # batches added since the snapshot are merged into one group beyond this
+BULK_MAX_CHANGES = 50_000  # bulk mode: at most this many chunks' postings and vectors wait in memory
 FORMAT = 3  # 2: a float16 copy of each chunk's vector; 3: (slot, weight) postings, plain journal terms
 
 
@@ -456,14 +457,15 @@ class KeywordIndex:
 
     def _needs_compaction(self) -> bool:
         changes = self.n_dead + len(self.slot_ids) - self.base_slots
-        if self._bulk:
-            return changes >= max(COMPACT_MIN_ROWS, self.base_slots)
+        if self._bulk:  # geometric, but never more than BULK_MAX_CHANGES rows held in memory
+            return changes >= max(COMPACT_MIN_ROWS, min(self.base_slots, BULK_MAX_CHANGES))
         return changes >= max(COMPACT_MIN_ROWS, COMPACT_FRACTION * max(1, self.count))
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
-        """Writes inside compact only once the changes reach the snapshot's size, so a large ingest
-        rewrites the snapshot a few times rather than after every batch; call ``settle`` after."""
+        """Writes inside compact only once the changes reach the snapshot's size (or
+        ``BULK_MAX_CHANGES``), so a large ingest rewrites the snapshot a few times rather than after
+        every batch; call ``settle`` after."""
         self._bulk += 1
         try:
             yield
