@@ -163,7 +163,8 @@ def ingest_documents(
         _write_new(kb, new, batch, embed_batch, embedder, report, progress, deadline)
         if report.complete and moved:  # an interrupted ingest finishes these when it is resumed
             with kb.library.lock.hold():
-                kb.collection.update(ids=[r.id for r in moved], metadatas=[r.metadata for r in moved])
+                metadatas = [_replacing(existing[r.id], r.metadata) for r in moved]
+                kb.collection.update(ids=[r.id for r in moved], metadatas=metadatas)
             report.updated = len(moved)
         if report.complete and stale:
             kb.remove_chunks(stale)
@@ -216,6 +217,11 @@ def _existing(kb: KnowledgeBase, doc_ids: list[str]) -> dict[str, dict]:
         for ids, _, metas in kb.iter_chunks(include=["metadatas"], where=where):
             found.update(zip(ids, metas, strict=True))
     return found
+
+
+def _replacing(stored: dict, wanted: dict) -> dict:
+    """``wanted`` as an update: Chroma merges metadata, so keys to drop are sent as None."""
+    return wanted | {k: None for k in stored if k not in wanted}
 
 
 def _differs(stored: dict, wanted: dict) -> bool:

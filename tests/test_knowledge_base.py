@@ -71,6 +71,17 @@ def test_reingest_embeds_only_what_changed(library, spy):
     assert kb.collection.count() == kb.keyword.count == 4
 
 
+def test_metadata_removed_from_a_document_is_removed_from_its_chunks(library, spy):
+    kb = library.get_or_create("kb", spy)
+    kb.ingest([SourceDocument(DOCS[1].text, "travel", "报销", metadata={"lang": "zh", "year": 2023})])
+    first = kb.ingest([SourceDocument(DOCS[1].text, "travel", "报销", metadata={"lang": "zh"})])
+    assert first.updated == 1
+    assert "year" not in kb.collection.get(include=["metadatas"])["metadatas"][0]  # Chroma merges: sent as None
+    again = kb.ingest([SourceDocument(DOCS[1].text, "travel", "报销", metadata={"lang": "zh"})])
+    assert (again.updated, again.unchanged) == (0, 1)  # converged, not updated on every run
+    assert spy.documents_embedded == 1
+
+
 def test_delete_document_removes_it_from_both_channels(library, e5):
     kb = library.get_or_create("kb", e5)
     kb.ingest(DOCS)
