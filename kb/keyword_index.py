@@ -595,7 +595,9 @@ class KeywordIndex:
         with self._lock:
             self.reset()
             for part in itertools.batched(items, batch):
-                vectors = np.stack([item[2] for item in part]) if all(len(item) > 2 for item in part) else None
+                vectors = (
+                    unit_rows(np.stack([item[2] for item in part])) if all(len(item) > 2 for item in part) else None
+                )
                 self._add_all([(item[0], len(item[1]), Counter(item[1])) for item in part], vectors)
             self.compact()
 
@@ -665,20 +667,21 @@ class KeywordIndex:
             if self.n_dead:
                 scores[~alive] = 0.0
             if accept is None:
-                # Chunks holding the rarest terms score high: the limit-th best of them bounds the
-                # limit-th best overall from below, so only chunks at or above it need sorting.
-                rare = np.argsort(factors)[::-1]
-                probe, size = [], 0
-                for i in rare.tolist():
-                    probe.append(slot_parts[i])
-                    size += len(slot_parts[i])
-                    if size >= 2 * limit:
-                        break
-                return self._top_unfiltered(scores, limit, np.unique(np.concatenate(probe)), max_score)
+                return self._top_unfiltered(scores, limit, slot_parts, factors, max_score)
             return self._top(scores, limit, accept, max_score)
 
-    def _top_unfiltered(self, scores: np.ndarray, limit: int, probe: np.ndarray, max_score: float) -> KeywordHits:
-        sample = scores[probe]
+    def _top_unfiltered(
+        self, scores: np.ndarray, limit: int, slot_parts: list[np.ndarray], factors: list[float], max_score: float
+    ) -> KeywordHits:
+        """Chunks holding the rarest terms score high: the limit-th best of them bounds the limit-th
+        best overall from below, so only chunks at or above it need sorting."""
+        probe, size = [], 0
+        for i in np.argsort(factors)[::-1].tolist():
+            probe.append(slot_parts[i])
+            size += len(slot_parts[i])
+            if size >= 2 * limit:
+                break
+        sample = scores[np.unique(np.concatenate(probe))]
         floor = np.partition(sample, len(sample) - limit)[len(sample) - limit] if len(sample) > limit else 0.0
         candidates = np.flatnonzero(scores >= floor) if floor > 0 else np.flatnonzero(scores > 0)
         top = candidates[np.lexsort((candidates, -scores[candidates]))][:limit]  # score, then insertion order

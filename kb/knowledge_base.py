@@ -261,11 +261,7 @@ class KnowledgeBase:
         """A writer died between changing Chroma and the keyword index: align those chunks."""
         found = self.collection.get(ids=ids, include=self._index_fields)
         present = set(found["ids"])
-        upserts = [
-            (cid, self.index_tokens(str(meta.get("title", "")), doc or ""))
-            for cid, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-        ]
-        vectors = None if self.keyword_only or not upserts else np.asarray(found["embeddings"], np.float32)
+        upserts, vectors = self._index_rows(found)
         self.keyword.apply(upserts=upserts, deletes=[c for c in ids if c not in present], vectors=vectors)
         why = f"keyword index reconciled {len(ids)} chunks after an interrupted write"
         log.warning("%s: %s", self.name, why)
@@ -280,11 +276,11 @@ class KnowledgeBase:
             def items() -> Iterator[tuple]:
                 nonlocal done
                 for got in self._pages(include=self._index_fields, page=1000):
-                    vectors = None if self.keyword_only else got["embeddings"]
-                    rows = zip(got["ids"], got["documents"], got["metadatas"], strict=True)
-                    for i, (cid, doc, meta) in enumerate(rows):
-                        tokens = self.index_tokens(str(meta.get("title", "")), doc or "")
-                        yield (cid, tokens) if vectors is None else (cid, tokens, vectors[i])
+                    upserts, vectors = self._index_rows(got)
+                    if vectors is None:
+                        yield from upserts
+                    else:
+                        yield from ((cid, tokens, row) for (cid, tokens), row in zip(upserts, vectors, strict=True))
                     done += len(got["ids"])
                     yield_now()
                     if progress:
@@ -292,6 +288,15 @@ class KnowledgeBase:
 
             self.keyword.build(items())
             return self.keyword.count
+
+    def _index_rows(self, got: dict) -> tuple[list[tuple[str, list[str]]], np.ndarray | None]:
+        """From a Chroma ``get`` of ``_index_fields``: (chunk id, terms) pairs and their vectors."""
+        upserts = [
+            (cid, self.index_tokens(str(meta.get("title", "")), doc or ""))
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+        vectors = None if self.keyword_only or not upserts else np.asarray(got["embeddings"], np.float32)
+        return upserts, vectors
 
     @property
     def _index_fields(self) -> list[str]:

@@ -162,8 +162,8 @@ def search(
     return [h for h in hits if h.score >= score_threshold][:top_k]
 
 
-def _clip(cosine: float) -> float:
-    return max(0.0, min(1.0, cosine))
+def _clip(score: float) -> float:
+    return max(0.0, min(1.0, score))
 
 
 def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
@@ -172,7 +172,7 @@ def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
     if len(scores) != len(hits):
         raise InvalidInput(f"The reranker returned {len(scores)} scores for {len(hits)} passages.")
     for h, s in zip(hits, scores, strict=True):
-        h.rerank_score = h.score = round(min(1.0, max(0.0, float(s))), 6)
+        h.rerank_score = h.score = round(_clip(float(s)), 6)
 
 
 def _semantic(kb: KnowledgeBase, vector, n: int, where: dict | None) -> list[tuple[str, float]]:

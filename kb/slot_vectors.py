@@ -48,9 +48,10 @@ class SlotVectors:
         return len(self._base_has) + self._extra_rows
 
     def append(self, vectors: np.ndarray | None, count: int) -> None:
-        """Add ``count`` slots; ``vectors`` (count × dim, any scale) or None when they have none."""
+        """Add ``count`` slots; ``vectors`` are their unit rows (``unit_rows``), or None when they
+        have none."""
         if vectors is not None:
-            vectors = unit_rows(vectors)
+            vectors = np.asarray(vectors, DTYPE)
             if vectors.shape[0] != count:
                 raise ValueError(f"{vectors.shape[0]} vectors for {count} chunks")
             if not self.dim:

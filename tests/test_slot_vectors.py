@@ -22,13 +22,13 @@ def test_rows_are_unit_length_float16_within_1e3_of_the_exact_cosine():
 def test_slots_without_vectors_are_left_out_and_dimensions_are_checked():
     sv = SlotVectors()
     sv.append(None, 2)  # e.g. chunks written by a keyword-only path
-    sv.append(random_vectors(3), 3)
+    sv.append(unit_rows(random_vectors(3)), 3)
     found, rows = sv.get([0, 1, 2, 3, 4])
     assert found == [2, 3, 4] and rows.shape == (3, 8)
     with pytest.raises(ValueError, match="4-d vectors in a 8-d index"):
-        sv.append(random_vectors(1, dim=4), 1)
+        sv.append(unit_rows(random_vectors(1, dim=4)), 1)
     with pytest.raises(ValueError, match="2 vectors for 3 chunks"):
-        sv.append(random_vectors(2), 3)
+        sv.append(unit_rows(random_vectors(2)), 3)
 
 
 def test_index_keeps_vectors_through_journal_compaction_and_reopen(tmp_path):
