@@ -72,6 +72,7 @@ class KeywordHits:
     scores: list[float]  # raw BM25
     max_score: float  # the highest BM25 score any document could reach for this query
     _all: Mapping[str, float] | None = field(default=None, repr=False)
+    _terms: _TermChunks | None = field(default=None, repr=False)
 
     def normalized(self) -> list[float]:
         """Scores as a fraction of ``max_score``: in [0, 1], comparable across queries."""
@@ -84,6 +85,33 @@ class KeywordHits:
         """Raw BM25 of any chunks for this query (0 for those no query term matches)."""
         scores = self._all if self._all is not None else dict(zip(self.ids, self.scores, strict=True))
         return {cid: scores.get(cid, 0.0) for cid in ids}
+
+    def coverage_of(self, ids: Sequence[str], terms: Iterable[str]) -> dict[str, float]:
+        """Σ IDF of those of ``terms`` (query terms) each chunk contains, each term counted once
+        however often it occurs: how much of the query a chunk covers, not how densely."""
+        if self._terms is None:
+            return dict.fromkeys(ids, 0.0)
+        return self._terms.coverage(ids, terms)
+
+
+class _TermChunks:
+    """One query's matched terms: the slots of the chunks holding each, and its IDF."""
+
+    def __init__(self, slot_of: dict[str, int], size: int) -> None:
+        self.slot_of, self.size = slot_of, size
+        self.by_term: dict[str, tuple[np.ndarray, float]] = {}
+
+    def coverage(self, ids: Sequence[str], terms: Iterable[str]) -> dict[str, float]:
+        total = np.zeros(self.size, np.float64)
+        for term in set(terms):
+            if term in self.by_term:
+                slots, idf = self.by_term[term]
+                total[slots] += idf  # a chunk holds a term once: its slot appears once per term
+        out = {}
+        for cid in ids:
+            slot = self.slot_of.get(cid)  # chunks added since the search hold none of its terms' slots
+            out[cid] = float(total[slot]) if slot is not None and slot < self.size else 0.0
+        return out
 
 
 class _Grow:
@@ -646,6 +674,7 @@ class KeywordIndex:
             if not n or not query or limit <= 0:
                 return KeywordHits([], [], 0.0)
             slot_parts, weight_parts, factors = [], [], []
+            matched = _TermChunks(self.slot_of, len(self.slot_ids))
             idf_sum = 0.0
             alive = self.alive.view
             for term, qtf in query.items():
@@ -655,6 +684,7 @@ class KeywordIndex:
                     continue
                 idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
                 idf_sum += qtf * idf
+                matched.by_term[term] = (slots, idf)
                 slot_parts.append(slots)
                 weight_parts.append(ws)
                 factors.append(qtf * idf)
@@ -667,8 +697,11 @@ class KeywordIndex:
             if self.n_dead:
                 scores[~alive] = 0.0
             if accept is None:
-                return self._top_unfiltered(scores, limit, slot_parts, factors, max_score)
-            return self._top(scores, limit, accept, max_score)
+                hits = self._top_unfiltered(scores, limit, slot_parts, factors, max_score)
+            else:
+                hits = self._top(scores, limit, accept, max_score)
+            hits._terms = matched
+            return hits
 
     def _top_unfiltered(
         self, scores: np.ndarray, limit: int, slot_parts: list[np.ndarray], factors: list[float], max_score: float

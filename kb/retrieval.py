@@ -6,8 +6,9 @@ Scores are always in [0, 1] and ``score_threshold`` applies to the final score:
 - ``keyword``: BM25 divided by the highest BM25 any chunk could reach for this query (the sum of
   the query terms' IDFs), i.e. the share of the query's evidence that the chunk carries.
 - ``hybrid`` + ``zscore`` (default): logistic of the weighted sum of both channels' z-scores over
-  this query's candidates; 0.5 = an average candidate, near 1 = far above the others. Without a
-  ``vector_weight`` the weight adapts to the query (``kb.fusion.adaptive_vector_weight``).
+  this query's candidates (the keyword side also counting how many query words a chunk holds);
+  0.5 = an average candidate, near 1 = far above the others. Without a ``vector_weight`` the
+  weight adapts to the query (``kb.fusion.adaptive_vector_weight``).
 - ``hybrid`` + ``rrf``: reciprocal rank fusion divided by its maximum; 1.0 = first in both channels.
 - ``hybrid`` + ``weighted``: vector_weight·semantic + (1 − vector_weight)·keyword (0.7 by default),
   every candidate scored by both channels.
@@ -37,6 +38,7 @@ from kb.fusion import (
 )
 from kb.ingest import user_metadata
 from kb.keyword_index import KeywordHits
+from kb.tokenize import word_terms
 
 if TYPE_CHECKING:
     from kb.knowledge_base import KnowledgeBase
@@ -113,7 +115,11 @@ def search(
         vector = (embedder or kb.embedder).embed_query(query)
         # Chroma searches without holding the GIL: the keyword channel runs meanwhile.
         semantic_done = in_background(_semantic, kb, vector, n, where)
-    keyword = _keyword(kb, query, n, where) if mode in ("hybrid", "keyword") else None
+    terms: list[str] = []
+    keyword = None
+    if mode in ("hybrid", "keyword"):
+        terms = kb.tokenizer(query)
+        keyword = _keyword(kb, terms, n, where)
     full_evidence = mode == "hybrid" and fusion in SCORE_FUSIONS
     # Score fusions need every keyword candidate's cosine too (from the index's vector copy).
     keyword_cosines = _cosines(kb, vector, keyword.ids) if full_evidence else {}
@@ -135,7 +141,7 @@ def search(
             weight = vector_weight
             if weight is None:
                 weight = adaptive_vector_weight(keyword.share(max(keyword.scores, default=0.0)))
-            fused = zscore(cosine, bm25, weight)
+            fused = zscore(cosine, bm25, weight, keyword.coverage_of(list(cosine), word_terms(terms)))
         elif fusion == "weighted":
             weight = DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight
             fused = weighted(list(sem_score.items()), list(kw_score.items()), weight)
@@ -196,14 +202,14 @@ def _cosines(kb: KnowledgeBase, vector, ids: list[str]) -> dict[str, float]:
     return out
 
 
-def _keyword(kb: KnowledgeBase, query: str, n: int, where: dict | None) -> KeywordHits:
+def _keyword(kb: KnowledgeBase, terms: list[str], n: int, where: dict | None) -> KeywordHits:
     accept = None
     if where is not None:
 
         def accept(ids: list[str]) -> set[str]:
             return set(kb.collection.get(ids=ids, where=where, include=[])["ids"])
 
-    return kb.keyword.search(kb.tokenizer(query), n, accept)
+    return kb.keyword.search(terms, n, accept)
 
 
 def _fetch_hits(

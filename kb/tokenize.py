@@ -17,6 +17,7 @@ import Stemmer
 # Han (incl. extension A and compatibility), kana and Hangul: scripts written without spaces.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TOKEN_RUNS = re.compile(rf"([{_CJK}]+)|([^\W_{_CJK}]+)")
+_CJK_TERM = re.compile(rf"[{_CJK}]")
 WORD_CACHE = 200_000  # words whose term is remembered (a dictionary, cleared when full)
 
 ENGLISH_STOPWORDS = frozenset(
@@ -191,6 +192,14 @@ class KeywordTokenizer:
 
     def tokenize_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(t) for t in texts]
+
+
+def word_terms(terms: Iterable[str]) -> list[str]:
+    """The terms that are words (not CJK character bigrams), each once, in order.
+
+    A chunk holding a query's words is evidence of a match; holding some of a Chinese query's
+    overlapping bigrams much less so (many straddle two words), so coverage counts words only."""
+    return [t for t in dict.fromkeys(terms) if not _CJK_TERM.match(t)]
 
 
 def _bigrams(run: str) -> list[str]:

@@ -39,6 +39,18 @@ def test_zscore_standardises_each_channel_over_the_same_candidates():
     assert zscore({}, {}, 0.5) == {}
 
 
+def test_zscore_coverage_adds_to_the_keyword_side():
+    semantic = {"a": 0.80, "b": 0.79, "c": 0.60}
+    keyword = {"a": 5.0, "b": 5.0, "c": 0.0}  # a and b tie on BM25
+    coverage = {"a": 1.0, "b": 3.0, "c": 0.0}  # b holds more of the query's words
+    plain, covered = zscore(semantic, keyword, 0.5), zscore(semantic, keyword, 0.5, coverage)
+    assert max(plain, key=plain.get) == "a" and max(covered, key=covered.get) == "b"
+    # With all the weight on the vectors, coverage counts for nothing, like BM25.
+    assert zscore(semantic, keyword, 1.0, coverage) == pytest.approx(zscore(semantic, keyword, 1.0))
+    # No spread in coverage (e.g. a Chinese query: no word terms) changes nothing.
+    assert zscore(semantic, keyword, 0.5, dict.fromkeys(semantic, 0.0)) == pytest.approx(plain)
+
+
 def test_adaptive_weight_trusts_vectors_more_when_keywords_match_little_of_the_query():
     assert adaptive_vector_weight(0.1) > adaptive_vector_weight(0.5) > adaptive_vector_weight(0.9)
     assert adaptive_vector_weight(1.0) >= ADAPTIVE_MIN and adaptive_vector_weight(0.0) <= ADAPTIVE_MAX

@@ -245,3 +245,29 @@ def test_unknown_terms_and_empty_index(tmp_path):
     index.apply(upserts=[("a", ["alpha"])])
     assert index.search(["nothing"], 5).ids == []
     assert np.isclose(index.search(["alpha"], 5).normalized()[0], index.search(["alpha"], 5).normalized()[0])
+
+
+def test_coverage_is_the_idf_of_the_query_terms_a_chunk_holds_each_once(tmp_path):
+    docs = random_docs(300, seed=3)
+    index = KeywordIndex(tmp_path, "sig")
+    index.build(docs[:200])
+    index.apply(upserts=docs[200:])  # some chunks in the snapshot, some in delta segments
+    index.apply(deletes=["d5", "d250"])
+    alive = [(cid, toks) for cid, toks in docs if cid not in {"d5", "d250"}]
+    query = ["alpha", "beta", "beta", "omega"]  # a repeated term and an unknown one
+    hits = index.search(query, 10)
+    ids = [cid for cid, _ in alive[:60]] + [cid for cid, _ in alive[-60:]] + ["d5", "missing"]
+    got = hits.coverage_of(ids, ["alpha", "beta", "omega"])
+    n = len(alive)
+
+    def idf(term):
+        df = sum(term in toks for _, toks in alive)
+        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    expected = {cid: sum(idf(t) for t in ("alpha", "beta") if t in toks) for cid, toks in alive}
+    assert got == pytest.approx({cid: expected.get(cid, 0.0) for cid in ids})
+    # Only the terms asked for count.
+    tokens = dict(alive)
+    only_alpha = hits.coverage_of(ids[:5], ["alpha"])
+    assert only_alpha == pytest.approx({c: idf("alpha") if "alpha" in tokens[c] else 0.0 for c in ids[:5]})
+    assert index.search(["omega"], 5).coverage_of(["d1"], ["omega"]) == {"d1": 0.0}

@@ -1,4 +1,4 @@
-from kb.tokenize import KeywordTokenizer, index_text
+from kb.tokenize import KeywordTokenizer, index_text, word_terms
 
 
 def test_chinese_becomes_character_bigrams():
@@ -27,3 +27,8 @@ def test_signature_changes_with_configuration():
 def test_index_text_prefixes_title():
     assert index_text("T", "body") == "T\nbody"
     assert index_text("", "body") == "body"
+
+
+def test_word_terms_leave_out_cjk_bigrams_and_repeats():
+    tok = KeywordTokenizer()
+    assert word_terms(tok("糖尿病 insulin 2型 insulin")) == ["insulin", "2"]
