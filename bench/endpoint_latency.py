@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from dify_daemon import Backend, PluginDaemon
 
 from kb.embedders import make_embedder
-from kb.knowledge_base import Library
+from kb.library import Library
 from kb.metrics import percentile
 
 KEY = "bench-key"

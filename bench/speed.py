@@ -131,7 +131,7 @@ _KB_PROBE = """
 import json, sys, time
 t0 = time.perf_counter()
 import chromadb
-from kb.knowledge_base import Library
+from kb.library import Library
 from bench.speed import HashEmbedder
 t_import = time.perf_counter() - t0
 path, name, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -150,8 +150,8 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     import bm25s
     import chromadb
 
-    from kb.knowledge_base import HNSW, Library
-    from kb.parsing import SourceDocument
+    from kb.documents import SourceDocument
+    from kb.library import HNSW, Library
 
     texts = passages(size)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -44,14 +44,24 @@ class ChunkingOptions:
     def __post_init__(self) -> None:
         if self.mode not in ("general", "parent_child"):
             raise InvalidInput(f"Unknown chunking mode {self.mode!r}; use 'general' or 'parent_child'.")
+        _check_separator("separator", self.separator)
         _check_sizes("chunk", self.max_tokens, self.overlap)
         if self.mode == "parent_child":
+            _check_separator("child separator", self.child_separator)
             _check_sizes("child chunk", self.child_max_tokens, self.child_overlap)
             if self.child_max_tokens > self.max_tokens:
                 raise InvalidInput("The child chunk size must not exceed the parent chunk size.")
 
 
+def _check_separator(what: str, separator: str) -> None:
+    if not isinstance(separator, str) or not decode_separator(separator):
+        raise InvalidInput(f"The {what} must be non-empty text such as \\n\\n.")
+
+
 def _check_sizes(what: str, max_tokens: int, overlap: int) -> None:
+    for name, value in ((f"{what} size", max_tokens), (f"{what} overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput(f"The {name} must be a whole number of tokens; got {value!r}.")
     if not MIN_CHUNK_TOKENS <= max_tokens <= MAX_CHUNK_TOKENS:
         raise InvalidInput(
             f"The {what} size must be between {MIN_CHUNK_TOKENS} and {MAX_CHUNK_TOKENS} tokens; got {max_tokens}."
@@ -61,9 +71,6 @@ def _check_sizes(what: str, max_tokens: int, overlap: int) -> None:
             f"The {what} overlap must be at least 0 and less than half the {what} size ({max_tokens // 2}); "
             f"got {overlap}."
         )
-
-
-DEFAULT_CHUNKING = ChunkingOptions()
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,27 @@ def count_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
 def decode_separator(separator: str) -> str:
-    r"""Turn a separator typed as ``\n\n`` (CLI, Dify form) into the real characters."""
-    return separator.encode("utf-8").decode("unicode_escape") if "\\" in separator else separator
+    r"""Turn a separator typed as ``\n\n`` (CLI, Dify form) into the real characters: ``\n``,
+    ``\t``, ``\r`` and ``\\`` are escapes; any other backslash stays as typed."""
+    if "\\" not in separator:
+        return separator
+    out, i = [], 0
+    while i < len(separator):
+        pair = separator[i : i + 2]
+        if len(pair) == 2 and pair[0] == "\\" and pair[1] in _ESCAPES:
+            out.append(_ESCAPES[pair[1]])
+            i += 2
+        else:
+            out.append(separator[i])
+            i += 1
+    return "".join(out)
+
+
+DEFAULT_CHUNKING = ChunkingOptions()
 
 
 def chunk_text(text: str, options: ChunkingOptions = DEFAULT_CHUNKING) -> list[Chunk]:

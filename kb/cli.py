@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kb.chunking import ChunkingOptions
-from kb.embedders import LOCAL_EMBEDDERS, make_embedder
+from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions
+from kb.embedders import DEFAULT_EMBEDDER, LOCAL_EMBEDDERS, make_embedder
 from kb.errors import InvalidInput, KBError
 from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS
 from kb.jsontext import json_object
-from kb.retrieval import MODES
+from kb.retrieval import DEFAULT_MODE, DEFAULT_TOP_K, MODES
 
 SAMPLE_QUERIES = [
     "年假可以顺延吗？",
@@ -46,7 +46,7 @@ def _progress(label: str, quiet: bool):
 
 
 def _library(args):
-    from kb.knowledge_base import Library
+    from kb.library import Library
 
     return Library(args.data_dir)
 
@@ -113,10 +113,7 @@ def collect_documents(paths: list[str], args) -> tuple[list, list[str]]:
 
 
 def cmd_ingest(args) -> int:
-    import hashlib
-
-    from kb.ingest import ingest_documents
-    from kb.parsing import SourceDocument
+    from kb.documents import text_document
 
     if not args.paths and args.text is None:
         raise InvalidInput("Give files or directories to ingest, or --text '...'.")
@@ -124,20 +121,12 @@ def cmd_ingest(args) -> int:
     if args.text is not None:
         if not args.text.strip():
             raise InvalidInput("--text is empty.")
-        doc_id = args.doc_id or "text-" + hashlib.sha256(args.text.encode()).hexdigest()[:12]
-        docs.append(
-            SourceDocument(
-                args.text,
-                doc_id,
-                title=args.title or "",
-                source="text",
-                metadata=json_object(args.metadata, "--metadata") or {},
-            )
-        )
+        metadata = json_object(args.metadata, "--metadata") or {}
+        docs.append(text_document(args.text, args.doc_id, title=args.title or "", metadata=metadata))
     lib = _library(args)
     embedder = make_embedder(args.embedder) if args.embedder else None
     kb = lib.get_or_create(args.kb, embedder) if args.embedder else lib.get_or_create(args.kb)
-    report = ingest_documents(kb, docs, _chunking(args), progress=_progress("embedding", args.json), failed=errors)
+    report = kb.ingest(docs, _chunking(args), progress=_progress("embedding", args.json), failed=errors)
     data = {"kb": kb.name, **report.as_dict()}
     lines = [
         f"{kb.name}: {report.documents} documents, {report.chunks} chunks: {report.added} added, "
@@ -253,14 +242,14 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from importlib import resources
 
-    from kb.knowledge_base import Library
+    from kb.library import Library
 
     lib = Library(args.data_dir)
     sample = resources.files("kb.resources") / "sample"
     with resources.as_file(sample) as folder:
         ns = argparse.Namespace(metadata=None, doc_id=None, title=None)
         docs, errors = collect_documents([str(folder)], ns)
-    kb = lib.get_or_create("demo 演示", make_embedder("e5"))
+    kb = lib.get_or_create("demo 演示", make_embedder(DEFAULT_EMBEDDER))
     report = kb.ingest(docs, progress=_progress("embedding", False))
     print(
         f"Ingested {report.documents} sample documents into {kb.name!r} ({report.chunks} chunks, "
@@ -299,16 +288,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"for a new KB: {', '.join(LOCAL_EMBEDDERS)}, none or openai:<model> "
         "(default e5; an existing KB keeps its own)",
     )
-    sp.add_argument("--chunk-mode", default="general", choices=["general", "parent_child"])
-    sp.add_argument("--separator", default="\\n\\n", help="first split on this (default \\n\\n)")
-    sp.add_argument("--chunk-size", type=int, default=1024, help="max tokens per chunk (or parent)")
-    sp.add_argument("--overlap", type=int, default=50, help="overlap in tokens")
-    sp.add_argument("--child-chunk-size", type=int, default=256, help="parent_child: max tokens per child")
-    sp.add_argument("--child-overlap", type=int, default=20, help="parent_child: child overlap in tokens")
+    chunking = DEFAULT_CHUNKING
+    sp.add_argument("--chunk-mode", default=chunking.mode, choices=["general", "parent_child"])
+    sp.add_argument(
+        "--separator",
+        default=chunking.separator.encode("unicode_escape").decode(),
+        help="first split on this (default %(default)s)",
+    )
+    sp.add_argument("--chunk-size", type=int, default=chunking.max_tokens, help="max tokens per chunk (or parent)")
+    sp.add_argument("--overlap", type=int, default=chunking.overlap, help="overlap in tokens")
+    sp.add_argument(
+        "--child-chunk-size", type=int, default=chunking.child_max_tokens, help="parent_child: max tokens per child"
+    )
+    sp.add_argument(
+        "--child-overlap", type=int, default=chunking.child_overlap, help="parent_child: child overlap in tokens"
+    )
 
     sp = add("search", cmd_search, "hybrid, semantic or keyword search")
     sp.add_argument("query")
-    sp.add_argument("--mode", default="hybrid", choices=MODES)
+    sp.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     sp.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSIONS)
     sp.add_argument(
         "--vector-weight",
@@ -316,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"0-1, semantic share for zscore/weighted (default: zscore adapts it per query, weighted "
         f"uses {DEFAULT_VECTOR_WEIGHT})",
     )
-    sp.add_argument("--top-k", type=int, default=5)
+    sp.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     sp.add_argument("--threshold", type=float, default=0.0, help="drop hits scoring below this (0-1)")
     sp.add_argument("--filter", help='metadata filter, Chroma where syntax, e.g. \'{"year": {"$gte": 2024}}\'')
 
@@ -331,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("eval", cmd_eval, "evaluate retrieval on a BEIR-layout folder", kb=False)
     sp.add_argument("--dataset", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-    sp.add_argument("--embedder", default="e5", help="e5, minilm, none")
+    sp.add_argument("--embedder", default=DEFAULT_EMBEDDER, help=f"{', '.join(LOCAL_EMBEDDERS)}, none")
     sp.add_argument("--mode", default="hybrid", choices=MODES)
     sp.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSIONS)
     sp.add_argument("--queries", type=int, help="evaluate only the first N queries")

@@ -27,3 +27,7 @@ class StoreBusy(KBError):
 
 class ParseError(InvalidInput):
     """A file could not be turned into text."""
+
+
+class StorageError(KBError):
+    """Chroma or the file system failed underneath (damaged files, a full disk, no permission)."""

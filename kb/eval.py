@@ -12,10 +12,10 @@ import json
 import time
 from pathlib import Path
 
+from kb.documents import SourceDocument
 from kb.errors import InvalidInput
 from kb.fusion import DEFAULT_FUSION
 from kb.metrics import mrr_at, ndcg_at, percentile, recall_at
-from kb.parsing import SourceDocument
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -58,7 +58,7 @@ def prepare(folder: Path, *, data_dir=None, embedder: str = "e5", split: str = "
     """Open (building it the first time) the KB of a BEIR folder. Returns
     ``(kb, queries, qrels, newly embedded chunks, ingest seconds)``."""
     from kb.embedders import make_embedder
-    from kb.knowledge_base import Library
+    from kb.library import Library
 
     corpus, queries, qrels = load_beir(folder, split)
     kb = Library(data_dir).get_or_create(corpus_kb_name(folder, corpus, embedder), make_embedder(embedder))

@@ -1,37 +1,31 @@
-"""Ingest: documents -> chunks -> (skip what is already stored) -> embed in batches -> add.
+"""Ingest: documents -> chunks -> (skip what is already stored) -> embed in batches -> write.
 
-Chunk ids are content-addressed (document id, title, chunk text, parent text, occurrence), so
-re-ingesting a document re-embeds only chunks whose text changed; chunks that merely moved get
-their metadata updated; chunks that disappeared are deleted at the end. Every write goes through
-``KnowledgeBase.write_chunks``/``remove_chunks``, which keep Chroma and the keyword index in step,
-so an ingest that fails halfway leaves a consistent store and is resumed by running it again.
+Chunk ids are content-addressed (``kb.records.chunk_id``), so re-ingesting a document re-embeds
+only chunks whose text changed; chunks that merely moved get their metadata updated; chunks that
+disappeared are deleted at the end. Every write goes through ``ChunkStore``, which keeps Chroma and
+the keyword index in step, so an ingest that fails halfway leaves a consistent store and is resumed
+by running it again. Planning the changes is linear in the number of chunks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions, chunk_text
+from kb.chunks import ChunkStore, Progress
 from kb.cooperative import yield_now
+from kb.documents import SourceDocument
+from kb.embedders import Embedder
 from kb.errors import InvalidInput, KBError
-from kb.parsing import SourceDocument
+from kb.records import check_metadata, chunk_id, differs, replacing, utc_timestamp
+from kb.tokenize import index_text
 
-if TYPE_CHECKING:
-    from kb.knowledge_base import KnowledgeBase, Progress
-
-SYSTEM_KEYS = frozenset(
-    {"doc_id", "title", "source", "position", "content_hash", "tokens", "parent_position", "parent_text", "ingested_at"}
-)
-# Written by earlier versions (the chunk id already hashes the content); still reserved, never compared.
-LEGACY_KEYS = frozenset({"content_hash", "tokens"})
-MAX_METADATA_KEYS = 32
-DIFF_GROUP = 500
+DIFF_GROUP = 500  # document ids per Chroma query when reading what is stored
+KEYWORD_ONLY_BATCH = 256  # chunks per write when nothing is embedded
 
 
 @dataclass
@@ -58,37 +52,31 @@ class _Record:
     metadata: dict
 
 
-def user_metadata(meta: dict) -> dict:
-    return {k: v for k, v in meta.items() if k not in SYSTEM_KEYS}
+@dataclass
+class _Plan:
+    """What an ingest changes: chunks to embed and add, stored chunks whose metadata changes
+    (with what is stored now), stored chunks to delete, and how many stay as they are."""
+
+    new: list[_Record]
+    moved: list[tuple[_Record, dict]]
+    stale: list[str]
+    unchanged: int
 
 
-def check_metadata(metadata: dict | None, where: str = "metadata") -> dict:
-    """User metadata must be a flat object of str/int/float/bool whose keys are not ours."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise InvalidInput(f'{where} must be a JSON object such as {{"lang": "zh", "year": 2024}}.')
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise InvalidInput(f"{where} has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed.")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise InvalidInput(f"{where}: {key!r} is not a usable key (non-empty, not starting with $).")
-        if key in SYSTEM_KEYS:
-            raise InvalidInput(f"{where}: {key!r} is reserved; reserved keys are {', '.join(sorted(SYSTEM_KEYS))}.")
-        if not isinstance(value, str | int | float | bool):
-            raise InvalidInput(
-                f"{where}: the value of {key!r} is {type(value).__name__}; "
-                "only text, numbers and true/false are allowed."
-            )
-    return dict(metadata)
-
-
-def _chunk_id(doc_id: str, title: str, content: str, parent: str | None, occurrence: int) -> str:
-    h = hashlib.sha256()
-    for part in (doc_id, title, content, parent or "", str(occurrence)):
-        h.update(part.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:32]
+def plan_changes(records: list[_Record], stored: dict[str, dict]) -> _Plan:
+    """Compare the chunks an ingest wants with what is stored (``{chunk id: metadata}``)."""
+    wanted: set[str] = set()
+    new: list[_Record] = []
+    moved: list[tuple[_Record, dict]] = []
+    for r in records:
+        wanted.add(r.id)
+        old = stored.get(r.id)
+        if old is None:
+            new.append(r)
+        elif differs(old, r.metadata):
+            moved.append((r, old))
+    stale = [cid for cid in stored if cid not in wanted]
+    return _Plan(new, moved, stale, len(records) - len(new) - len(moved))
 
 
 def _records(doc: SourceDocument, options: ChunkingOptions, stamp: str) -> list[_Record]:
@@ -103,13 +91,13 @@ def _records(doc: SourceDocument, options: ChunkingOptions, stamp: str) -> list[
         if chunk.parent_text is not None:
             meta.update(parent_text=chunk.parent_text, parent_position=chunk.parent_position)
         out.append(
-            _Record(_chunk_id(doc.doc_id, doc.title, chunk.text, chunk.parent_text, occurrence), chunk.text, meta)
+            _Record(chunk_id(doc.doc_id, doc.title, chunk.text, chunk.parent_text, occurrence), chunk.text, meta)
         )
     return out
 
 
 def ingest_documents(
-    kb: KnowledgeBase,
+    kb: ChunkStore,
     documents: Iterable[SourceDocument],
     options: ChunkingOptions = DEFAULT_CHUNKING,
     *,
@@ -117,16 +105,17 @@ def ingest_documents(
     batch_size: int | None = None,
     failed: Iterable[str] = (),
     deadline: float | None = None,
-    embedder=None,
+    embedder: Embedder | None = None,
 ) -> IngestReport:
     """Ingest ``documents``. ``failed`` carries errors of documents that could not even be parsed.
 
     ``deadline`` (a ``time.monotonic()`` value): stop starting new batches after it and return a
-    report with ``complete=False``; calling again with the same input resumes where it stopped."""
+    report with ``complete=False``; calling again with the same input resumes where it stopped.
+    ``embedder``: use this one for this call (checked against the KB's own)."""
     started = time.perf_counter()
     report = IngestReport(errors=list(failed))
     report.failed = len(report.errors)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = utc_timestamp()
     by_doc: dict[str, list[_Record]] = {}
     for doc in documents:
         if not isinstance(doc.doc_id, str) or not doc.doc_id.strip():
@@ -142,43 +131,38 @@ def ingest_documents(
             report.errors.append(str(exc))
             continue
         report.documents += 1
+        yield_now()
     records = [r for recs in by_doc.values() for r in recs]
     report.chunks = len(records)
 
-    existing = _existing(kb, list(by_doc))
-    new = [r for r in records if r.id not in existing]
-    stale = [cid for cid in existing if cid not in {r.id for r in records}]
-    moved = [r for r in records if r.id in existing and _differs(existing[r.id], r.metadata)]
-    report.unchanged = len(records) - len(new) - len(moved)
-
+    plan = plan_changes(records, _stored(kb, list(by_doc)))
+    report.unchanged = plan.unchanged
     if embedder is not None:
         kb.check_embedder(embedder)
     elif not kb.keyword_only:
         embedder = kb.embedder
-    embed_batch = embedder.batch_size if embedder is not None else 256
+    embed_batch = embedder.batch_size if embedder is not None else KEYWORD_ONLY_BATCH
     batch = batch_size or max(16, 4 * embed_batch)
     if progress:
-        progress(0, len(new))
+        progress(0, len(plan.new))
     with kb.bulk_writes():
-        _write_new(kb, new, batch, embed_batch, embedder, report, progress, deadline)
-        if report.complete and moved:  # an interrupted ingest finishes these when it is resumed
-            with kb.library.lock.hold():
-                metadatas = [_replacing(existing[r.id], r.metadata) for r in moved]
-                kb.collection.update(ids=[r.id for r in moved], metadatas=metadatas)
-            report.updated = len(moved)
-        if report.complete and stale:
-            kb.remove_chunks(stale)
-            report.removed = len(stale)
+        _write_new(kb, plan.new, batch, embed_batch, embedder, report, progress, deadline)
+        if report.complete and plan.moved:  # an interrupted ingest finishes these when it is resumed
+            kb.update_metadata([r.id for r, _ in plan.moved], [replacing(old, r.metadata) for r, old in plan.moved])
+            report.updated = len(plan.moved)
+        if report.complete and plan.stale:
+            kb.remove_chunks(plan.stale)
+            report.removed = len(plan.stale)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
 def _write_new(
-    kb: KnowledgeBase,
+    kb: ChunkStore,
     new: list[_Record],
     batch: int,
     embed_batch: int,
-    embedder,
+    embedder: Embedder | None,
     report: IngestReport,
     progress: Progress | None,
     deadline: float | None,
@@ -203,12 +187,10 @@ def _write_new(
 
 
 def _embed_text(record: _Record) -> str:
-    from kb.tokenize import index_text
-
     return index_text(str(record.metadata.get("title", "")), record.content)
 
 
-def _existing(kb: KnowledgeBase, doc_ids: list[str]) -> dict[str, dict]:
+def _stored(kb: ChunkStore, doc_ids: list[str]) -> dict[str, dict]:
     """Metadata of every stored chunk of these documents, by chunk id."""
     found: dict[str, dict] = {}
     for i in range(0, len(doc_ids), DIFF_GROUP):
@@ -217,13 +199,3 @@ def _existing(kb: KnowledgeBase, doc_ids: list[str]) -> dict[str, dict]:
         for ids, _, metas in kb.iter_chunks(include=["metadatas"], where=where):
             found.update(zip(ids, metas, strict=True))
     return found
-
-
-def _replacing(stored: dict, wanted: dict) -> dict:
-    """``wanted`` as an update: Chroma merges metadata, so keys to drop are sent as None."""
-    return wanted | {k: None for k in stored if k not in wanted}
-
-
-def _differs(stored: dict, wanted: dict) -> bool:
-    ignore = {"ingested_at"} | LEGACY_KEYS
-    return {k: v for k, v in stored.items() if k not in ignore} != {k: v for k, v in wanted.items() if k not in ignore}

@@ -12,23 +12,12 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from kb.documents import SourceDocument
 from kb.errors import ParseError
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
-
-
-@dataclass
-class SourceDocument:
-    """One document to ingest: its text plus identity and metadata."""
-
-    text: str
-    doc_id: str
-    title: str = ""
-    source: str = ""
-    metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 def decode_text(data: bytes, name: str = "text") -> str:
@@ -145,6 +134,9 @@ PARSERS: dict[str, Callable[[bytes, str], tuple[str, str]]] = {
     ".csv": _parse_csv,
     ".json": _parse_json,
 }
+
+
+SUPPORTED_EXTENSIONS = tuple(sorted(PARSERS))
 
 
 def parse_bytes(data: bytes, filename: str) -> tuple[str, str]:

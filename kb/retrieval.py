@@ -1,4 +1,5 @@
-"""Search: both channels -> fusion -> (parent grouping) -> optional rerank -> threshold -> top_k.
+"""Search one or several knowledge bases: both channels -> one fusion -> (parent grouping) ->
+optional rerank -> threshold -> top_k.
 
 Scores are always in [0, 1] and ``score_threshold`` applies to the final score:
 
@@ -13,39 +14,37 @@ Scores are always in [0, 1] and ``score_threshold`` applies to the final score:
 - ``hybrid`` + ``weighted``: vector_weight·semantic + (1 − vector_weight)·keyword (0.7 by default),
   every candidate scored by both channels.
 - with a reranker: the reranker's score.
+
+Several knowledge bases are searched as one: their candidates are pooled and fused once, on
+scores that mean the same in every KB (cosine; the keyword share), so the best hit of a weak KB
+does not outrank the hits of a strong one. KBs built with different embedders have their cosines
+standardised per embedder before pooling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kb.chunks import ChunkStore
 from kb.cooperative import in_background
+from kb.embedders import Embedder
 from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
-from kb.fusion import (
-    DEFAULT_FUSION,
-    DEFAULT_VECTOR_WEIGHT,
-    FUSIONS,
-    SCORE_FUSIONS,
-    adaptive_vector_weight,
-    rrf,
-    weighted,
-    zscore,
-)
-from kb.ingest import user_metadata
+from kb.fusion import DEFAULT_FUSION, FUSIONS, SCORE_FUSIONS, Evidence, fuse, standardized_by_group
 from kb.keyword_index import KeywordHits
+from kb.records import user_metadata
 from kb.tokenize import word_terms
 
-if TYPE_CHECKING:
-    from kb.knowledge_base import KnowledgeBase
-
 MODES = ("hybrid", "semantic", "keyword")
+DEFAULT_MODE = "hybrid"
+DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 Reranker = Callable[[str, list[str]], list[float]]
+EmbedderFor = Callable[[ChunkStore], Embedder | None]
+Key = tuple[int, str]  # (index of the KB in the searched list, chunk id)
 
 
 @dataclass
@@ -64,9 +63,14 @@ class Hit:
     keyword_score: float | None = None
     rerank_score: float | None = None
     children: list[dict] = field(default_factory=list)
+    knowledge_base: str = ""
+    # (parent position, parent text) of a parent-child chunk until hits are grouped by parent
+    _parent: tuple[int, str] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("_parent")
+        return out
 
 
 def candidate_count(top_k: int) -> int:
@@ -74,98 +78,176 @@ def candidate_count(top_k: int) -> int:
     return min(400, max(100, 4 * top_k))
 
 
+def rerank_pool(top_k: int) -> int:
+    """How many fused hits a reranker sees for ``top_k`` results."""
+    return min(MAX_TOP_K, max(top_k * 4, 20))
+
+
+def check_options(top_k: int, mode: str, fusion: str, vector_weight: float | None, score_threshold: float) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInput(f"top_k must be a whole number from 1 to {MAX_TOP_K}; got {top_k!r}.")
+    if mode not in MODES:
+        raise InvalidInput(f"Unknown mode {mode!r}; use one of: {', '.join(MODES)}.")
+    if fusion not in FUSIONS:
+        raise InvalidInput(f"Unknown fusion {fusion!r}; use one of: {', '.join(FUSIONS)}.")
+    if vector_weight is not None and not (isinstance(vector_weight, int | float) and 0.0 <= vector_weight <= 1.0):
+        raise InvalidInput(f"vector_weight must be between 0 and 1; got {vector_weight!r}.")
+    if not (isinstance(score_threshold, int | float) and 0.0 <= score_threshold <= 1.0):
+        raise InvalidInput(f"score_threshold must be between 0 and 1; got {score_threshold!r}.")
+
+
+@dataclass
+class _Channels:
+    """One KB's part of a search: its candidates and both channels' evidence for them."""
+
+    kb: ChunkStore
+    mode: str
+    semantic: list[tuple[str, float]] = field(default_factory=list)  # (chunk id, cosine), best first
+    keyword: KeywordHits | None = None
+    terms: list[str] = field(default_factory=list)
+    cosine: dict[str, float] = field(default_factory=dict)  # every candidate's cosine
+
+
 def search(
-    kb: KnowledgeBase,
+    kbs: Sequence[ChunkStore],
     query: str,
     *,
-    top_k: int = 5,
-    mode: str = "hybrid",
+    top_k: int = DEFAULT_TOP_K,
+    mode: str = DEFAULT_MODE,
     fusion: str = DEFAULT_FUSION,
     vector_weight: float | None = None,
     where: dict | str | None = None,
     score_threshold: float = 0.0,
     candidates: int | None = None,
     reranker: Reranker | None = None,
-    embedder=None,
+    embedder_for: EmbedderFor | None = None,
 ) -> list[Hit]:
-    """``embedder``: embed the query with this one for this call (checked against the KB's own)."""
+    """Search ``kbs`` as one. ``embedder_for(kb)``: the embedder for a KB's query vector (default:
+    the KB's own); KBs with the same embedder share one query vector."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput("The query is empty; type what you are looking for.")
-    if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInput(f"top_k must be a whole number from 1 to {MAX_TOP_K}; got {top_k!r}.")
-    if mode not in MODES:
-        raise InvalidInput(f"Unknown mode {mode!r}; use one of: {', '.join(MODES)}.")
-    if fusion not in FUSIONS:
-        raise InvalidInput(f"Unknown fusion {fusion!r}; use one of: {', '.join(FUSIONS)}.")
-    if not 0.0 <= score_threshold <= 1.0:
-        raise InvalidInput(f"score_threshold must be between 0 and 1; got {score_threshold}.")
+    check_options(top_k, mode, fusion, vector_weight, score_threshold)
+    if not kbs:
+        raise InvalidInput("Name at least one knowledge base to search.")
     where = parse_filter(where)
-    if kb.keyword_only:
-        if mode == "semantic":
-            raise InvalidInput(f"Knowledge base {kb.name!r} is keyword-only (no embedder); use mode 'keyword'.")
-        mode = "keyword"
-    if embedder is not None:
-        kb.check_embedder(embedder)
-    kb.refresh()
     n = candidates or candidate_count(top_k)
-
-    semantic: list[tuple[str, float]] = []  # (chunk id, cosine) best first
-    vector = semantic_done = None
-    if mode in ("hybrid", "semantic"):
-        vector = (embedder or kb.embedder).embed_query(query)
-        # Chroma searches without holding the GIL: the keyword channel runs meanwhile.
-        semantic_done = in_background(_semantic, kb, vector, n, where)
-    terms: list[str] = []
-    keyword = None
-    if mode in ("hybrid", "keyword"):
-        terms = kb.tokenizer(query)
-        keyword = _keyword(kb, terms, n, where)
     full_evidence = mode == "hybrid" and fusion in SCORE_FUSIONS
-    # Score fusions need every keyword candidate's cosine too (from the index's vector copy).
-    keyword_cosines = _cosines(kb, vector, keyword.ids) if full_evidence else {}
-    if semantic_done is not None:
-        semantic = semantic_done()
+    vectors: dict[str, np.ndarray] = {}
+    parts = []
+    for kb in kbs:
+        kb_mode = _mode_for(kb, mode)
+        embedder = None
+        if kb_mode != "keyword":
+            embedder = embedder_for(kb) if embedder_for else kb.embedder
+            if embedder_for:
+                kb.check_embedder(embedder)
+        parts.append(_gather(kb, kb_mode, query, embedder, vectors, n, where, full_evidence))
 
-    cosine = dict(semantic)
-    bm25 = dict(zip(keyword.ids, keyword.scores, strict=True)) if keyword else {}
-    if full_evidence:
-        # Both channels' evidence for every candidate: cosine of keyword-only ones, BM25 of the rest.
-        union = list(dict.fromkeys([cid for cid, _ in semantic] + keyword.ids))
-        cosine = keyword_cosines | cosine
-        bm25 = keyword.score_of(union)
-    sem_score = {cid: _clip(c) for cid, c in cosine.items()}
-    kw_score = {cid: keyword.share(b) for cid, b in bm25.items()} if keyword else {}
-
-    if mode == "hybrid":
-        if fusion == "zscore":
-            weight = vector_weight
-            if weight is None:
-                weight = adaptive_vector_weight(keyword.share(max(keyword.scores, default=0.0)))
-            fused = zscore(cosine, bm25, weight, keyword.coverage_of(list(cosine), word_terms(terms)))
-        elif fusion == "weighted":
-            weight = DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight
-            fused = weighted(list(sem_score.items()), list(kw_score.items()), weight)
-        else:
-            fused = rrf([semantic, list(zip(keyword.ids, keyword.normalized(), strict=True))])
-    elif mode == "semantic":
-        fused = sem_score
+    if all(part.mode == "keyword" for part in parts):
+        mode = "keyword"  # keyword-only KBs answer hybrid queries from their keywords
+    evidence, groups = _pooled(parts, full_evidence)
+    if mode == "semantic":
+        fused = {key: _clip(c) for key, c in evidence.semantic}
+    elif mode == "keyword":
+        fused = dict(evidence.keyword)
     else:
-        fused = dict(zip(keyword.ids, keyword.normalized(), strict=True))
-    ranked = sorted(fused, key=lambda cid: -fused[cid])
-    ranks = (
-        {cid: i for i, (cid, _) in enumerate(semantic, start=1)},
-        {cid: i for i, cid in enumerate(keyword.ids, start=1)} if keyword else {},
-    )
+        if fusion == "zscore" and len(set(groups.values())) > 1:
+            evidence.cosine = standardized_by_group(evidence.cosine, groups)
+        fused = fuse(fusion, evidence, vector_weight)
+    ranked = sorted(fused, key=lambda key: -fused[key])
 
-    want = max(top_k * 4, 20) if reranker else top_k
+    want = rerank_pool(top_k) if reranker else top_k
     stop_below = 0.0 if reranker else score_threshold
-    hits = _fetch_hits(kb, ranked, want, fused, ranks, (sem_score, kw_score), where, stop_below)
+    hits = _fetch_hits(parts, ranked, want, fused, evidence, where, stop_below)
     hits = _group_parents(hits)
     if reranker and hits:
         hits = hits[:want]
         rerank(query, hits, reranker)
         hits.sort(key=lambda h: -h.score)
     return [h for h in hits if h.score >= score_threshold][:top_k]
+
+
+def _mode_for(kb: ChunkStore, mode: str) -> str:
+    if not kb.keyword_only:
+        return mode
+    if mode == "semantic":
+        raise InvalidInput(f"Knowledge base {kb.name!r} is keyword-only (no embedder); use mode 'keyword' or 'hybrid'.")
+    return "keyword"  # a keyword-only KB answers hybrid queries from its keywords
+
+
+def _gather(
+    kb: ChunkStore,
+    mode: str,
+    query: str,
+    embedder: Embedder | None,
+    vectors: dict[str, np.ndarray],
+    n: int,
+    where: dict | None,
+    full_evidence: bool,
+) -> _Channels:
+    """Both channels of one KB: the semantic query runs on a thread while the keyword one runs here."""
+    kb.refresh()
+    part = _Channels(kb, mode)
+    semantic_done = vector = None
+    if mode in ("hybrid", "semantic"):
+        assert embedder is not None
+        vector = vectors.get(embedder.name)
+        if vector is None:
+            vector = vectors[embedder.name] = embedder.embed_query(query)
+        semantic_done = in_background(_semantic, kb, vector, n, where)  # Chroma releases the GIL
+    if mode in ("hybrid", "keyword"):
+        part.terms = kb.tokenizer(query)
+        part.keyword = _keyword(kb, part.terms, n, where)
+    if full_evidence and part.keyword is not None and vector is not None:
+        part.cosine = _cosines(kb, vector, part.keyword.ids)  # keyword candidates' cosines too
+    if semantic_done is not None:
+        part.semantic = semantic_done()
+        part.cosine.update(part.semantic)
+    return part
+
+
+def _pooled(parts: list[_Channels], full_evidence: bool) -> tuple[Evidence, dict[Key, str]]:
+    """Every KB's candidates as one pool of evidence, keyed ``(kb index, chunk id)``.
+
+    With ``full_evidence`` (score fusions) every candidate of either channel gets both channels'
+    scores. A keyword-only KB searched beside others has no cosine: its candidates count as an
+    average one on the semantic side."""
+    semantic: list[tuple[Key, float]] = []
+    keyword: list[tuple[Key, float]] = []
+    cosine: dict[Key, float] = {}
+    share: dict[Key, float] = {}
+    coverage: dict[Key, float] = {}
+    groups: dict[Key, str] = {}
+    no_vector: list[Key] = []
+    best_share = 0.0
+    for i, part in enumerate(parts):
+        semantic += [((i, cid), c) for cid, c in part.semantic]
+        hits = part.keyword
+        if hits is None:
+            continue
+        keyword += [((i, cid), s) for cid, s in zip(hits.ids, hits.normalized(), strict=True)]
+        best_share = max(best_share, hits.share(max(hits.scores, default=0.0)))
+        if not full_evidence:
+            continue
+        union = list(dict.fromkeys([cid for cid, _ in part.semantic] + hits.ids))
+        bm25 = hits.score_of(union)
+        covered = hits.coverage_of(union, word_terms(part.terms))
+        scale = hits.max_score or 1.0
+        for cid in union:
+            key = (i, cid)
+            share[key] = bm25[cid] / scale
+            coverage[key] = covered[cid] / scale
+            groups[key] = part.kb.embedder_name
+            if part.mode == "hybrid":
+                cosine[key] = part.cosine.get(cid, 0.0)
+            else:
+                no_vector.append(key)
+    if no_vector:
+        average = sum(cosine.values()) / len(cosine) if cosine else 0.0
+        cosine.update(dict.fromkeys(no_vector, average))
+    semantic.sort(key=lambda pair: -pair[1])
+    keyword.sort(key=lambda pair: -pair[1])
+    return Evidence(semantic, keyword, cosine, share, coverage, best_share), groups
 
 
 def _clip(score: float) -> float:
@@ -181,12 +263,12 @@ def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
         h.rerank_score = h.score = round(_clip(float(s)), 6)
 
 
-def _semantic(kb: KnowledgeBase, vector, n: int, where: dict | None) -> list[tuple[str, float]]:
+def _semantic(kb: ChunkStore, vector, n: int, where: dict | None) -> list[tuple[str, float]]:
     got = kb.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
     return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
 
 
-def _cosines(kb: KnowledgeBase, vector, ids: list[str]) -> dict[str, float]:
+def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
     """Cosine between the query and these chunks' vectors: from the keyword index's unit-vector
     copy, and from Chroma for any chunk the copy lacks (written by another process a moment ago)."""
     q = np.asarray(vector, dtype=np.float32)
@@ -195,117 +277,137 @@ def _cosines(kb: KnowledgeBase, vector, ids: list[str]) -> dict[str, float]:
     out = dict(zip(found, (units @ q).tolist(), strict=True)) if found else {}
     missing = [cid for cid in ids if cid not in out]
     if missing:
-        got = kb.collection.get(ids=missing, include=["embeddings"])
+        got = kb.get(missing, include=["embeddings"])
         stored = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
         sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
         out.update(zip(got["ids"], sims.tolist(), strict=True))
     return out
 
 
-def _keyword(kb: KnowledgeBase, terms: list[str], n: int, where: dict | None) -> KeywordHits:
+def _keyword(kb: ChunkStore, terms: list[str], n: int, where: dict | None) -> KeywordHits:
     accept = None
     if where is not None:
 
         def accept(ids: list[str]) -> set[str]:
-            return set(kb.collection.get(ids=ids, where=where, include=[])["ids"])
+            # By id, with the filter checked here: a Chroma ``get`` with both ids and a ``where``
+            # scans the whole collection.
+            got = kb.get(ids, include=["metadatas"])
+            return {cid for cid, meta in zip(got["ids"], got["metadatas"], strict=True) if matches(where, meta or {})}
 
     return kb.keyword.search(terms, n, accept)
 
 
 def _fetch_hits(
-    kb: KnowledgeBase,
-    ranked: list[str],
+    parts: list[_Channels],
+    ranked: list[Key],
     want: int,
-    fused: dict[str, float],
-    ranks: tuple[dict, dict],
-    scores: tuple[dict, dict],
+    fused: dict[Key, float],
+    evidence: Evidence,
     where: dict | None,
     threshold: float,
 ) -> list[Hit]:
     """Hits for the best candidates, fetched from Chroma a slice at a time until ``want`` results
     (parents counted once) are in hand: most searches need a single small ``get``."""
+    channel_ranks = [_ranks_within(part) for part in parts]
     hits: list[Hit] = []
     start, step = 0, max(want, 10)
     while start < len(ranked) and _result_count(hits) < want:
-        part = ranked[start : start + step]
-        hits += _hits(kb, part, fused, ranks, scores, where)
-        if fused[part[-1]] < threshold:
+        window = ranked[start : start + step]
+        by_kb: dict[int, list[str]] = {}
+        for i, cid in window:
+            by_kb.setdefault(i, []).append(cid)
+        found: dict[Key, Hit] = {}
+        for i, ids in by_kb.items():
+            for hit in _hits(parts[i], ids, i, fused, channel_ranks[i], evidence, where):
+                found[(i, hit.id)] = hit
+        hits += [found[key] for key in window if key in found]
+        if fused[window[-1]] < threshold:
             break
         start, step = start + step, step * 2
     return hits
 
 
+def _ranks_within(part: _Channels) -> tuple[dict[str, int], dict[str, int]]:
+    """A hit's rank in its own KB's semantic and keyword lists (what the hit's evidence shows)."""
+    semantic = {cid: i for i, (cid, _) in enumerate(part.semantic, start=1)}
+    keyword = {cid: i for i, cid in enumerate(part.keyword.ids, start=1)} if part.keyword else {}
+    return semantic, keyword
+
+
 def _result_count(hits: list[Hit]) -> int:
-    return len({(h.doc_id, h.metadata["_parent_position"]) if "_parent_text" in h.metadata else h.id for h in hits})
+    return len({(h.knowledge_base, h.doc_id, h._parent[0]) if h._parent else h.id for h in hits})
 
 
 def _hits(
-    kb: KnowledgeBase,
+    part: _Channels,
     ids: list[str],
-    fused: dict[str, float],
-    ranks: tuple[dict, dict],
-    scores: tuple[dict, dict],
+    index: int,
+    fused: dict[Key, float],
+    ranks: tuple[dict[str, int], dict[str, int]],
+    evidence: Evidence,
     where: dict | None,
 ) -> list[Hit]:
-    got = kb.collection.get(ids=ids, include=["documents", "metadatas"])
+    kb = part.kb
+    got = kb.get(ids, include=["documents", "metadatas"])
     records = {cid: (doc, meta) for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
-    (sem_rank, kw_rank), (sem_score, kw_score) = ranks, scores
+    semantic_rank, keyword_rank = ranks
+    keyword = part.keyword
     hits = []
     for cid in ids:
         if cid not in records:  # deleted by another process since the keyword index was read
             continue
         doc, meta = records[cid]
+        meta = meta or {}
         if not matches(where, meta):
             continue
+        cosine = part.cosine.get(cid)
+        keyword_score = None
+        if keyword is not None and (cid in keyword_rank or (index, cid) in evidence.keyword_share):
+            keyword_score = keyword.share(keyword.score_of([cid])[cid])
+        parent = None
+        if "parent_text" in meta:
+            parent = (int(meta.get("parent_position", 0)), str(meta["parent_text"]))
         hits.append(
             Hit(
                 id=cid,
                 content=doc or "",
-                score=round(float(fused[cid]), 6),
+                score=round(float(fused[(index, cid)]), 6),
                 doc_id=str(meta.get("doc_id", "")),
                 title=str(meta.get("title", "")),
                 source=str(meta.get("source", "")),
                 position=int(meta.get("position", 0)),
-                metadata=user_metadata(meta) | _parent_info(meta),
-                semantic_rank=sem_rank.get(cid),
-                semantic_score=_rounded(sem_score.get(cid)),
-                keyword_rank=kw_rank.get(cid),
-                keyword_score=_rounded(kw_score.get(cid)),
+                metadata=user_metadata(meta),
+                semantic_rank=semantic_rank.get(cid),
+                semantic_score=None if cosine is None else round(_clip(cosine), 6),
+                keyword_rank=keyword_rank.get(cid),
+                keyword_score=None if keyword_score is None else round(keyword_score, 6),
+                knowledge_base=kb.name,
+                _parent=parent,
             )
         )
     return hits
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
-
-
-def _parent_info(meta: dict) -> dict:
-    if "parent_text" not in meta:
-        return {}
-    return {"_parent_text": meta["parent_text"], "_parent_position": meta.get("parent_position", 0)}
-
-
 def _group_parents(hits: list[Hit]) -> list[Hit]:
     """Parent-child chunks: return each parent once, scored by its best child (as Dify does)."""
-    if not any("_parent_text" in h.metadata for h in hits):
+    if not any(h._parent for h in hits):
         return hits
-    grouped: dict[tuple[str, int], Hit] = {}
+    grouped: dict[tuple[str, str, int], Hit] = {}
     out: list[Hit] = []
     for h in hits:
-        parent_text = h.metadata.pop("_parent_text", None)
-        parent_position = h.metadata.pop("_parent_position", None)
-        if parent_text is None:
+        if h._parent is None:
             out.append(h)
             continue
-        key = (h.doc_id, int(parent_position))
+        parent_position, parent_text = h._parent
+        h._parent = None
+        key = (h.knowledge_base, h.doc_id, parent_position)
         child = {"id": h.id, "content": h.content, "position": h.position, "score": h.score}
         if key in grouped:
             grouped[key].children.append(child)
             continue
         h.children = [child]
         h.content = parent_text
-        h.position = int(parent_position)
+        h.position = parent_position
         grouped[key] = h
         out.append(h)
     return out

@@ -1,27 +1,35 @@
-"""Where data lives, the shared Chroma client and the cross-process write lock.
+"""Where knowledge bases live: Chroma (the source of truth), the derived keyword indexes, the write
+lock, and the one place where Chroma's and SQLite's exceptions become ``StorageError``.
 
-Layout of a data directory::
+Layout of a data directory (embedded mode)::
 
     <data_dir>/chroma/               Chroma's persistent store (the source of truth)
     <data_dir>/keyword/<collection>/ the keyword index of each KB (derived, rebuildable)
     <data_dir>/write.lock            writers of any KB in this directory take it
+
+``Store`` is the seam between the engine and a Chroma deployment: the engine asks it for the
+client, the directory of a KB's derived index and the lock; nothing else in ``kb`` opens Chroma.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import filelock
 
-from kb.errors import InvalidInput, StoreBusy
+from kb.errors import InvalidInput, KBError, StorageError, StoreBusy
 
 ENV_DATA_DIR = "CHROMA_KB_DATA_DIR"
-LOCK_TIMEOUT = float(os.environ.get("CHROMA_KB_LOCK_TIMEOUT", "30"))
+ENV_LOCK_TIMEOUT = "CHROMA_KB_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 30.0
 
-_clients: dict[Path, object] = {}
+_clients: dict[Path, Any] = {}
 _clients_lock = threading.Lock()
 
 
@@ -34,33 +42,69 @@ def default_data_dir() -> Path:
     return Path(base) / "chroma_kb"
 
 
+def lock_timeout_from_env() -> float:
+    """``$CHROMA_KB_LOCK_TIMEOUT`` in seconds (default 30), checked."""
+    raw = os.environ.get(ENV_LOCK_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise InvalidInput(f"{ENV_LOCK_TIMEOUT} must be a number of seconds from 0 to 86400; got {raw!r}.")
+    return value
+
+
 def prepare_data_dir(path: Path) -> Path:
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():
-        raise InvalidInput(f"The data directory {path} is a file; choose a directory.")
+        raise InvalidInput(f"The data directory {path.name!r} is a file; choose a directory.")
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / "keyword").mkdir(exist_ok=True)
     except OSError as exc:
-        raise InvalidInput(f"Cannot create the data directory {path}: {exc.strerror}.") from exc
+        raise InvalidInput(f"Cannot create the data directory {path.name!r}: {exc.strerror}.") from exc
     if not os.access(path, os.W_OK):
-        raise InvalidInput(f"The data directory {path} is not writable.")
+        raise InvalidInput(f"The data directory {path.name!r} is not writable.")
     return path
 
 
-def chroma_client(data_dir: Path):
-    """One ``PersistentClient`` per data directory per process (Chroma leaks per client, chroma#5843)."""
-    import chromadb
+@contextmanager
+def storage_errors(what: str = "The knowledge base store") -> Iterator[None]:
+    """Turn the store's own exceptions (Chroma, SQLite, the file system) into ``StorageError``
+    with a one-line message; the engine's own errors pass through unchanged."""
+    from chromadb.errors import ChromaError
 
-    with _clients_lock:
-        client = _clients.get(data_dir)
-        if client is None:
-            client = chromadb.PersistentClient(
-                path=str(data_dir / "chroma"),
-                settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
-            )
-            _clients[data_dir] = client
-        return client
+    try:
+        yield
+    except KBError:
+        raise
+    except ChromaError as exc:
+        raise StorageError(f"{what} failed: {_first_line(exc)}. {_advice(exc)}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{what} failed: {_first_line(exc)}. {_advice(exc)}") from exc
+    except OSError as exc:
+        raise StorageError(f"{what} failed: {exc.strerror or exc.__class__.__name__}.") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__).rstrip(".")[:300]
+
+
+def _advice(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            "Chroma's files are damaged; restore the data directory from a backup "
+            "(the keyword index is rebuilt from Chroma by itself)."
+        )
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "The data directory is not writable by this process."
+    if "disk" in text and "full" in text:
+        return "The disk is full; free some space and run the same command again."
+    return "Run the same command again; if it keeps failing, check the data directory."
 
 
 class WriteLock:
@@ -69,24 +113,24 @@ class WriteLock:
     Re-entrant within a thread. Waits at most ``timeout`` seconds, then raises StoreBusy instead of
     hanging (chroma#7040)."""
 
-    def __init__(self, data_dir: Path, timeout: float = LOCK_TIMEOUT) -> None:
+    def __init__(self, data_dir: Path, timeout: float | None = None) -> None:
         self.path = data_dir / "write.lock"
-        self.timeout = timeout
+        self.timeout = lock_timeout_from_env() if timeout is None else timeout
         self._lock = filelock.FileLock(str(self.path), thread_local=False)
         self._local = threading.RLock()
 
     @contextmanager
-    def hold(self, timeout: float | None = None):
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
         wait = self.timeout if timeout is None else timeout
         if not self._local.acquire(timeout=wait if wait >= 0 else -1):
-            raise StoreBusy(f"Another writer in this process holds {self.path}; try again.")
+            raise StoreBusy("Another writer in this process is still working; try again.")
         try:
             try:
                 self._lock.acquire(timeout=wait)
             except filelock.Timeout as exc:
                 raise StoreBusy(
-                    f"Another process is writing to {self.path.parent} and did not finish within "
-                    f"{wait:g} s; try again when it is done."
+                    f"Another process is writing to this data directory and did not finish within {wait:g} s; "
+                    "try again when it is done."
                 ) from exc
             try:
                 yield
@@ -94,3 +138,37 @@ class WriteLock:
                 self._lock.release()
         finally:
             self._local.release()
+
+
+class Store:
+    """An embedded Chroma store in one data directory (the default deployment)."""
+
+    kind = "embedded"
+
+    def __init__(self, data_dir: Path | str | None = None, *, lock_timeout: float | None = None) -> None:
+        self.data_dir = prepare_data_dir(Path(data_dir) if data_dir else default_data_dir())
+        self.lock = WriteLock(self.data_dir, lock_timeout)
+
+    @property
+    def client(self) -> Any:
+        """One ``PersistentClient`` per data directory per process (Chroma leaks per client, chroma#5843)."""
+        with _clients_lock:
+            client = _clients.get(self.data_dir)
+            if client is None:
+                import chromadb
+
+                with storage_errors("Opening the Chroma store"):
+                    client = chromadb.PersistentClient(
+                        path=str(self.data_dir / "chroma"),
+                        settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
+                    )
+                _clients[self.data_dir] = client
+            return client
+
+    @property
+    def max_batch(self) -> int:
+        """The most records one Chroma call may carry."""
+        return int(self.client.get_max_batch_size())
+
+    def keyword_dir(self, collection_name: str) -> Path:
+        return self.data_dir / "keyword" / collection_name

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from kb.embedders import make_embedder
-from kb.knowledge_base import Library
+from kb.library import Library
 
 
 class CountingEmbedder:
@@ -44,6 +44,19 @@ def library(tmp_path):
 @pytest.fixture
 def spy(e5):
     return CountingEmbedder(e5)
+
+
+TIERS = ("unit", "e2e", "slow")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test belongs to exactly one tier; an unmarked test is a unit test."""
+    for item in items:
+        tiers = [m.name for m in item.iter_markers() if m.name in TIERS]
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+        elif len(set(tiers)) > 1 and "unit" in tiers:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit and {set(tiers) - {'unit'}}; pick one tier.")
 
 
 METRICS: dict = {}  # figures the end-to-end tests measure; printed at the end of the session

@@ -122,8 +122,8 @@ def test_wrong_url_and_unreachable_host(server):
 
 
 def test_env_configured_openai_embedder_builds_a_kb(server, tmp_path, monkeypatch):
-    from kb.knowledge_base import Library
-    from kb.parsing import SourceDocument
+    from kb.documents import SourceDocument
+    from kb.library import Library
 
     monkeypatch.setenv("CHROMA_KB_EMBED_BASE_URL", server.url)
     monkeypatch.setenv("CHROMA_KB_EMBED_API_KEY", "k")

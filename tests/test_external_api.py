@@ -5,9 +5,9 @@ import json
 import pytest
 
 from dify_adapter.external_api import condition_to_where, retrieve
+from kb.documents import SourceDocument
 from kb.errors import EmbedderError, InvalidInput
-from kb.knowledge_base import Library
-from kb.parsing import SourceDocument
+from kb.library import Library
 
 KEY = "s3cret-key"
 SETTINGS = {"api_key": KEY}

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from kb.chunking import ChunkingOptions
+from kb.documents import SourceDocument
 from kb.embedders import make_embedder
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound, StoreBusy
-from kb.knowledge_base import Library
-from kb.parsing import SourceDocument
+from kb.library import Library
 from kb.slot_vectors import SlotVectors
 
 DOCS = [
@@ -315,7 +315,7 @@ def test_library_list_drop_and_not_found(library, e5):
 
 def _hold_lock(path, ready, seconds):
     lib = Library(path)
-    with lib.lock.hold():
+    with lib.store.lock.hold():
         ready.set()
         time.sleep(seconds)
 
@@ -360,7 +360,7 @@ def test_embedder_factory_resolves_recorded_names(tmp_path, e5):
             return e5.embed_query(text)
 
     Library(tmp_path, embedder_factory=lambda name: Named()).get_or_create("kb", Named()).ingest(DOCS)
-    with pytest.raises(EmbedderMismatch, match="through the plugin"):
+    with pytest.raises(EmbedderMismatch, match="not available here"):
         Library(tmp_path).get("kb").search("年假", mode="semantic")
     assert Library(tmp_path).get("kb").search("年假", mode="keyword")[0].doc_id == "leave"
     assert Library(tmp_path, embedder_factory=lambda name: Named()).get("kb").search("年假")[0].doc_id == "leave"

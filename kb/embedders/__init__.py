@@ -7,30 +7,11 @@ adds its own (Dify workspace models) by implementing the same protocol.
 from __future__ import annotations
 
 import os
-from typing import Protocol, runtime_checkable
 
-import numpy as np
-
+from kb.embedders.protocol import Embedder, normalize_rows
 from kb.errors import InvalidInput
 
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns text into unit-length float32 vectors.
-
-    ``name`` identifies the model (a KB records it and refuses another); ``dimension`` may be None
-    until the first call for remote models.
-    """
-
-    name: str
-    batch_size: int
-
-    @property
-    def dimension(self) -> int | None: ...
-
-    def embed_documents(self, texts: list[str]) -> np.ndarray: ...
-
-    def embed_query(self, text: str) -> np.ndarray: ...
+__all__ = ["DEFAULT_EMBEDDER", "LOCAL_EMBEDDERS", "Embedder", "make_embedder", "normalize_rows", "recorded_embedder"]
 
 
 LOCAL_EMBEDDERS = ("e5", "minilm")
@@ -73,7 +54,10 @@ def make_embedder(spec: str | None) -> Embedder | None:
     raise InvalidInput(f"Unknown embedder {spec!r}; use e5, minilm, none or openai:<model>.")
 
 
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+def recorded_embedder(name: str) -> Embedder | None:
+    """The embedder a knowledge base recorded, or None when it is a model this engine cannot build
+    (one another application configured, e.g. a Dify workspace model)."""
+    family = name.split(":", 1)[0] + (":" if ":" in name else "")
+    if name in (*LOCAL_EMBEDDERS, "none") or family == "openai:":
+        return make_embedder(name)
+    return None

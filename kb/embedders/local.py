@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from kb.embedders import normalize_rows
+from kb.embedders.protocol import normalize_rows
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 

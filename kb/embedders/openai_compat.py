@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 
-from kb.embedders import normalize_rows
+from kb.embedders.protocol import normalize_rows
 from kb.errors import EmbedderError
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}

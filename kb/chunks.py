@@ -1,0 +1,276 @@
+"""One knowledge base's chunks: its Chroma collection and its keyword index, kept in step.
+
+Every write goes through ``write_chunks`` / ``update_metadata`` / ``remove_chunks``: each marks the
+chunks it is about to change in the keyword index's journal, changes Chroma, then applies the
+change to the keyword index, all under the store's write lock. A writer that dies in between leaves
+a mark that the next opener reconciles, so Chroma and the keyword index never disagree for long.
+Every Chroma call carries at most the client's maximum batch.
+
+The keyword index is derived data: it is rebuilt from Chroma whenever it is missing, unreadable,
+built by another tokenizer or format, or out of step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from kb.cooperative import yield_now
+from kb.embedders import Embedder
+from kb.errors import EmbedderMismatch
+from kb.keyword_index import IndexUnusable, KeywordIndex
+from kb.store import Store
+from kb.tokenize import KeywordTokenizer, index_text
+
+log = logging.getLogger(__name__)
+
+KEYWORD_ONLY = "none"  # the embedder name of a keyword-only KB
+KEYWORD_ONLY_DIMENSION = 1  # Chroma needs a vector; a keyword-only KB stores a constant one
+PAGE = 5000  # chunks per Chroma ``get`` when reading a whole KB
+
+Progress = Callable[[int, int], None]
+EmbedderFactory = Callable[[str], Embedder | None]
+_AUTO: Any = object()
+
+
+class ChunkStore:
+    def __init__(
+        self, store: Store, collection, tokenizer: KeywordTokenizer, embedder_factory: EmbedderFactory
+    ) -> None:
+        self.store = store
+        self.collection = collection
+        meta = collection.metadata or {}
+        self.name: str = meta.get("kb_name", collection.name)
+        self.embedder_name: str = meta.get("kb_embedder", KEYWORD_ONLY)
+        self.dimension: int = int(meta.get("kb_dimension", 0))
+        self.created_at: str = meta.get("kb_created_at", "")
+        self.tokenizer = tokenizer
+        self.embedder_factory = embedder_factory
+        self.keyword = KeywordIndex(store.keyword_dir(collection.name), tokenizer.signature)
+        self._embedder: Embedder | Any | None = _AUTO
+        self.repairs: list[str] = []
+        self._ensure_keyword_index()
+
+    @property
+    def lock(self):
+        return self.store.lock
+
+    # ------------------------------------------------------------------ embedder
+    @property
+    def keyword_only(self) -> bool:
+        return self.embedder_name == KEYWORD_ONLY
+
+    def use_embedder(self, embedder: Embedder | None) -> None:
+        """Check that ``embedder`` is the one this KB was built with, and use it from now on."""
+        self.check_embedder(embedder)
+        self._embedder = embedder
+
+    def check_embedder(self, embedder: Embedder | None) -> None:
+        """Raise EmbedderMismatch unless ``embedder`` is the one this KB was built with."""
+        given = embedder.name if embedder is not None else KEYWORD_ONLY
+        if given != self.embedder_name:
+            raise EmbedderMismatch(
+                f"Knowledge base {self.name!r} was built with the embedder {self.embedder_name!r} "
+                f"({self.dimension}-d), not {given!r}. Use {self.embedder_name!r} for it, or ingest into a "
+                f"new knowledge base to use {given!r}."
+            )
+        if embedder is not None and embedder.dimension and embedder.dimension != self.dimension:
+            raise EmbedderMismatch(
+                f"Knowledge base {self.name!r} holds {self.dimension}-d vectors but {given!r} now gives "
+                f"{embedder.dimension}-d ones; set the same dimensions as when it was built."
+            )
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedder this KB was built with, rebuilt from its recorded name."""
+        if self._embedder is _AUTO:
+            resolved = self.embedder_factory(self.embedder_name)
+            if resolved is None and not self.keyword_only:
+                raise EmbedderMismatch(
+                    f"Knowledge base {self.name!r} was built with {self.embedder_name!r}, which is not available "
+                    "here; use mode 'keyword', or search it where that model is configured."
+                )
+            self._embedder = resolved
+        return self._embedder
+
+    def embed_documents(self, texts: list[str], embedder: Embedder | None = None) -> np.ndarray:
+        if self.keyword_only:
+            return np.ones((len(texts), KEYWORD_ONLY_DIMENSION), np.float32)
+        model = embedder or self.embedder
+        assert model is not None  # not keyword-only: ``embedder`` raised otherwise
+        vectors = model.embed_documents(texts)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise EmbedderMismatch(
+                f"The embedder returned {vectors.shape[-1]}-d vectors; knowledge base {self.name!r} holds "
+                f"{self.dimension}-d ones."
+            )
+        return vectors
+
+    # ------------------------------------------------------------------ reads
+    def index_tokens(self, title: str, content: str) -> list[str]:
+        return self.tokenizer(index_text(title, content))
+
+    def refresh(self) -> None:
+        """Catch up with other processes' writes to the keyword index."""
+        self.keyword.refresh()
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def get(self, ids: Sequence[str], include: list[str]) -> dict:
+        """Chroma ``get`` by ids, batched; the answer has ``ids`` and each included field."""
+        out: dict[str, list] = {"ids": [], **{field: [] for field in include}}
+        step = self.store.max_batch
+        for start in range(0, len(ids), step):
+            got = self.collection.get(ids=list(ids[start : start + step]), include=include)
+            out["ids"] += got["ids"]
+            for field in include:
+                out[field] += list(got[field]) if got.get(field) is not None else []
+        return out
+
+    def pages(self, include: list[str], where: dict | None = None, page: int = PAGE) -> Iterator[dict]:
+        """Chroma ``get`` answers, ``page`` chunks at a time, with a yield point between pages."""
+        offset = 0
+        while True:
+            got = self.collection.get(include=include, where=where, limit=page, offset=offset)
+            if not got["ids"]:
+                return
+            yield got
+            yield_now()
+            offset += len(got["ids"])
+            if len(got["ids"]) < page:
+                return
+
+    def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE):
+        """``(ids, documents, metadatas)`` a page at a time (missing fields come as None / {})."""
+        for got in self.pages(include, where, page):
+            yield (
+                got["ids"],
+                got.get("documents") or [None] * len(got["ids"]),
+                got.get("metadatas") or [{} for _ in got["ids"]],
+            )
+
+    # ------------------------------------------------------------------ writes
+    def write_chunks(self, ids: list[str], vectors: np.ndarray, documents: list[str], metadatas: list[dict]) -> None:
+        """Add new chunks to Chroma and the keyword index as one recoverable step.
+
+        Chunk ids are content-addressed, so an id Chroma already holds (an ingest resumed after a
+        crash, or run twice at once) already holds this text and vector: Chroma's ``add``, which
+        keeps what it has, is enough, and costs about 6 % less than ``upsert``."""
+        tokens = [self.index_tokens(str(m.get("title", "")), d) for d, m in zip(documents, metadatas, strict=True)]
+        step = self.store.max_batch
+        for s in range(0, len(ids), step):
+            part = slice(s, s + step)
+            with self.lock.hold():
+                self.keyword.mark_pending(ids[part])
+                self.collection.add(
+                    ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
+                )
+                copy = None if self.keyword_only else vectors[part]  # kept for exact cosines in hybrid search
+                self.keyword.apply(upserts=list(zip(ids[part], tokens[part], strict=True)), vectors=copy)
+
+    def update_metadata(self, ids: list[str], metadatas: list[dict]) -> None:
+        """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same)."""
+        step = self.store.max_batch
+        for s in range(0, len(ids), step):
+            with self.lock.hold():
+                self.collection.update(ids=ids[s : s + step], metadatas=metadatas[s : s + step])
+            yield_now()
+
+    def remove_chunks(self, ids: list[str]) -> None:
+        step = self.store.max_batch
+        for s in range(0, len(ids), step):
+            part = ids[s : s + step]
+            with self.lock.hold():
+                self.keyword.mark_pending(part)
+                self.collection.delete(ids=part)
+                self.keyword.apply(deletes=part)
+            yield_now()
+
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """Many writes in a row (an ingest): the keyword index compacts geometrically meanwhile
+        and by its usual rule at the end (if the block fails, at the next write)."""
+        with self.keyword.bulk():
+            yield
+        with self.lock.hold():
+            self.keyword.settle()
+
+    # ------------------------------------------------------------------ keyword index upkeep
+    def _ensure_keyword_index(self) -> None:
+        try:
+            self.keyword.load()
+        except IndexUnusable as exc:
+            if self.count() == 0:  # a new KB: nothing to repair
+                with self.lock.hold():
+                    self.keyword.reset()
+            else:
+                self._repair(f"keyword index rebuilt ({exc})")
+            return
+        if self.keyword.pending():
+            with self.lock.hold():
+                self.keyword.refresh()
+                if self.keyword.pending():
+                    self._reconcile(self.keyword.pending())
+        if self.keyword.count != self.count():
+            with self.lock.hold():
+                self.keyword.refresh()
+                if self.keyword.count != self.count():
+                    self._repair(
+                        f"keyword index rebuilt (it had {self.keyword.count} chunks, the store {self.count()})"
+                    )
+
+    def _repair(self, why: str) -> None:
+        log.warning("%s: %s", self.name, why)
+        self.repairs.append(why)
+        self.rebuild_keyword_index()
+
+    def _reconcile(self, ids: list[str]) -> None:
+        """A writer died between changing Chroma and the keyword index: align those chunks."""
+        found = self.get(ids, include=self._index_fields)
+        present = set(found["ids"])
+        upserts, vectors = self._index_rows(found)
+        self.keyword.apply(upserts=upserts, deletes=[c for c in ids if c not in present], vectors=vectors)
+        why = f"keyword index reconciled {len(ids)} chunks after an interrupted write"
+        log.warning("%s: %s", self.name, why)
+        self.repairs.append(why)
+
+    def rebuild_keyword_index(self, progress: Progress | None = None) -> int:
+        """Rebuild the keyword index from Chroma alone. Returns the number of chunks indexed."""
+        with self.lock.hold():
+            total = self.count()
+            done = 0
+
+            def items() -> Iterator[tuple]:
+                nonlocal done
+                for got in self.pages(include=self._index_fields, page=1000):
+                    upserts, vectors = self._index_rows(got)
+                    if vectors is None:
+                        yield from upserts
+                    else:
+                        yield from ((cid, tokens, row) for (cid, tokens), row in zip(upserts, vectors, strict=True))
+                    done += len(got["ids"])
+                    yield_now()
+                    if progress:
+                        progress(done, total)
+
+            self.keyword.build(items())
+            return self.keyword.count
+
+    def _index_rows(self, got: dict) -> tuple[list[tuple[str, list[str]]], np.ndarray | None]:
+        """From a Chroma ``get`` of ``_index_fields``: (chunk id, terms) pairs and their vectors."""
+        upserts = [
+            (cid, self.index_tokens(str(meta.get("title", "")), doc or ""))
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+        vectors = None if self.keyword_only or not upserts else np.asarray(got["embeddings"], np.float32)
+        return upserts, vectors
+
+    @property
+    def _index_fields(self) -> list[str]:
+        """What the keyword index is built from: text, title and (unless keyword-only) the vector."""
+        return ["documents", "metadatas"] + ([] if self.keyword_only else ["embeddings"])

@@ -1,0 +1,191 @@
+"""``Library``: every knowledge base of one store (an embedded data directory).
+
+A KB is one Chroma collection (cosine space) plus its keyword index. The collection's metadata
+records the KB's display name, the embedder (name and dimension) that built it and when.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kb import names
+from kb.chunks import _AUTO, KEYWORD_ONLY, KEYWORD_ONLY_DIMENSION, EmbedderFactory
+from kb.embedders import DEFAULT_EMBEDDER, Embedder, make_embedder, recorded_embedder
+from kb.errors import InvalidInput, NotFound
+from kb.fusion import DEFAULT_FUSION
+from kb.knowledge_base import KnowledgeBase
+from kb.records import utc_timestamp
+from kb.retrieval import DEFAULT_MODE, DEFAULT_TOP_K, Hit, Reranker
+from kb.retrieval import search as search_kbs
+from kb.store import Store, storage_errors
+from kb.tokenize import KeywordTokenizer
+
+KB_FORMAT = 1
+HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
+
+
+@dataclass
+class KBInfo:
+    name: str
+    collection: str
+    chunks: int
+    embedder: str
+    dimension: int
+    created_at: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Library:
+    """All knowledge bases of one store."""
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        lock_timeout: float | None = None,
+        embedder_factory: EmbedderFactory = recorded_embedder,
+        store: Store | None = None,
+    ) -> None:
+        """``data_dir``: the embedded store's directory (default ``$CHROMA_KB_DATA_DIR``, else
+        ``~/.local/share/chroma_kb``). ``embedder_factory`` turns a recorded embedder name back
+        into an embedder (None: not available here)."""
+        with storage_errors():
+            self.store = store or Store(data_dir, lock_timeout=lock_timeout)
+        self.embedder_factory = embedder_factory
+        self.tokenizer = KeywordTokenizer()
+        self._open: dict[str, KnowledgeBase] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        return self.store.data_dir
+
+    def _collection(self, name: str):
+        from chromadb.errors import NotFoundError
+
+        try:
+            return self.store.client.get_collection(names.collection_name(name), embedding_function=None)
+        except (NotFoundError, ValueError):
+            return None
+
+    def list(self) -> list[KBInfo]:
+        out = []
+        with storage_errors():
+            for col in self.store.client.list_collections():
+                meta = col.metadata or {}
+                if not col.name.startswith(names.COLLECTION_PREFIX) or "kb_name" not in meta:
+                    continue
+                out.append(
+                    KBInfo(
+                        name=meta["kb_name"],
+                        collection=col.name,
+                        chunks=col.count(),
+                        embedder=meta.get("kb_embedder", "?"),
+                        dimension=int(meta.get("kb_dimension", 0)),
+                        created_at=meta.get("kb_created_at", ""),
+                    )
+                )
+        return sorted(out, key=lambda i: i.name.casefold())
+
+    def exists(self, name: str) -> bool:
+        with storage_errors():
+            return self._collection(name) is not None
+
+    def get(self, name: str, embedder: Embedder | Any | None = _AUTO) -> KnowledgeBase:
+        """Open an existing KB, by its name or its collection id. ``embedder`` omitted: the one
+        recorded in the KB."""
+        with storage_errors():
+            col = self._find(name)
+            kb = self._open.get(col.name)
+            if kb is None or kb.collection.id != col.id:
+                kb = self._open[col.name] = KnowledgeBase(self.store, col, self.tokenizer, self.embedder_factory)
+            if embedder is not _AUTO:
+                kb.use_embedder(embedder)
+            return kb
+
+    def _find(self, name: str):
+        if isinstance(name, str) and name.startswith(names.COLLECTION_PREFIX):
+            for col in self.store.client.list_collections():
+                if col.name == name:
+                    return col
+        display = names.normalize_name(name)
+        col = self._collection(display)
+        if col is None:
+            known = ", ".join(repr(i.name) for i in self.list()) or "none yet"
+            raise NotFound(f"No knowledge base named {display!r} (existing: {known}).")
+        return col
+
+    def create(self, name: str, embedder: Embedder | None) -> KnowledgeBase:
+        display = names.normalize_name(name)
+        with storage_errors(), self.store.lock.hold():
+            if self._collection(display) is not None:
+                raise InvalidInput(f"A knowledge base named {display!r} already exists.")
+            dimension = (embedder.dimension if embedder else KEYWORD_ONLY_DIMENSION) or 0
+            if embedder is not None and not dimension:
+                dimension = len(embedder.embed_query("dimension probe"))
+            metadata = {
+                "kb_name": display,
+                "kb_embedder": embedder.name if embedder else KEYWORD_ONLY,
+                "kb_dimension": int(dimension),
+                "kb_format": KB_FORMAT,
+                "kb_created_at": utc_timestamp(),
+            }
+            self.store.client.create_collection(
+                names.collection_name(display),
+                metadata=metadata,
+                configuration={"hnsw": HNSW},
+                embedding_function=None,
+            )
+        return self.get(display, embedder)
+
+    def get_or_create(self, name: str, embedder: Embedder | Any | None = _AUTO) -> KnowledgeBase:
+        """For ingest: open the KB, or create it with ``embedder`` (default: the local e5 model)."""
+        if self.exists(name):
+            return self.get(name, embedder)
+        return self.create(name, make_embedder(DEFAULT_EMBEDDER) if embedder is _AUTO else embedder)
+
+    def drop(self, name: str) -> None:
+        kb = self.get(name)
+        with storage_errors(), self.store.lock.hold():
+            self.store.client.delete_collection(kb.collection.name)
+            kb.keyword.reset()
+            kb.keyword.close()
+            self._open.pop(kb.collection.name, None)
+            shutil.rmtree(kb.keyword.directory, ignore_errors=True)
+
+    def search(
+        self,
+        names: Sequence[str],
+        query: str,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        mode: str = DEFAULT_MODE,
+        fusion: str = DEFAULT_FUSION,
+        vector_weight: float | None = None,
+        where: dict | str | None = None,
+        score_threshold: float = 0.0,
+        reranker: Reranker | None = None,
+        embedder_for: Callable[[str], Embedder | None] | None = None,
+    ) -> list[Hit]:
+        """Search several KBs as one ranking (``Hit.knowledge_base`` says where each hit is from).
+        ``embedder_for(recorded embedder name)``: the embedder to embed the query with for the KBs
+        built with that model (default: each KB's own)."""
+        kbs = [self.get(name) for name in dict.fromkeys(names)]
+        with storage_errors():
+            return search_kbs(
+                kbs,
+                query,
+                top_k=top_k,
+                mode=mode,
+                fusion=fusion,
+                vector_weight=vector_weight,
+                where=where,
+                score_threshold=score_threshold,
+                reranker=reranker,
+                embedder_for=None if embedder_for is None else (lambda kb: embedder_for(kb.embedder_name)),
+            )
