@@ -21,9 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kb.errors import EmbedderError, EmbedderMismatch, InvalidInput, KBError, NotFound
-from kb.fusion import DEFAULT_FUSION, FUSIONS
-from kb.retrieval import MAX_TOP_K, MODES
+from kb import (
+    DEFAULT_FUSION,
+    FUSIONS,
+    MAX_TOP_K,
+    MODES,
+    EmbedderError,
+    EmbedderMismatch,
+    InvalidInput,
+    KBError,
+    NotFound,
+)
 
 log = logging.getLogger("chroma_kb")
 
@@ -180,9 +188,6 @@ def _retrieval_setting(body: dict) -> tuple[int, float]:
 
 def find_kb(library, knowledge_id: str):
     """By name (any language), or by the collection id the manage tool shows."""
-    for info in library.list():
-        if info.collection == knowledge_id:
-            return library.get(info.name)
     return library.get(knowledge_id)
 
 

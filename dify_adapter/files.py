@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from kb.errors import InvalidInput
-from kb.parsing import MAX_FILE_BYTES
+from kb import MAX_FILE_BYTES, InvalidInput
 
 TIMEOUT = httpx.Timeout(120.0, connect=15.0)
 

@@ -7,8 +7,7 @@ from dify_plugin.entities.model import EmbeddingInputType
 from dify_plugin.entities.model.rerank import RerankModelConfig
 from dify_plugin.entities.model.text_embedding import TextEmbeddingModelConfig
 
-from kb.embedders import Embedder, make_embedder, normalize_rows
-from kb.errors import EmbedderError, InvalidInput
+from kb import Embedder, EmbedderError, InvalidInput, make_embedder, normalize_rows
 
 DIFY_PREFIX = "dify:"
 

@@ -3,7 +3,7 @@ readable text, and caps that keep every stdout frame far below the daemon's 5 Mi
 
 from __future__ import annotations
 
-from kb.retrieval import Hit
+from kb import Hit
 
 MAX_TEXT_CHARS = 400_000  # one text message
 MAX_RESULT_CHARS = 1_500_000  # all contents of one result variable (JSON-escaped CJK can triple it)

@@ -3,8 +3,8 @@ or ""). These helpers coerce them and raise InvalidInput with the parameter's na
 
 from __future__ import annotations
 
-from kb.errors import InvalidInput
-from kb.jsontext import json_object as parse_json_object
+from kb import InvalidInput
+from kb import json_object as parse_json_object
 
 
 def text(params: dict, name: str, default: str = "") -> str:

@@ -12,7 +12,7 @@ from dify_plugin import Tool
 from dify_plugin.entities import I18nObject, ParameterOption
 
 from dify_adapter.workspace import workspace_library
-from kb.errors import KBError
+from kb import KBError
 
 log = logging.getLogger("chroma_kb")
 

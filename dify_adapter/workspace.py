@@ -18,8 +18,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from kb.embedders import make_embedder
-from kb.knowledge_base import Library
+from kb import Library
 
 PLUGIN_AUTHOR = "chromakb"
 PLUGIN_NAME = "chroma_kb"
@@ -57,12 +56,5 @@ def workspace_library(storage) -> Library:
     with _lock:
         lib = _libraries.get(path)
         if lib is None:
-            lib = _libraries[path] = Library(path, embedder_factory=_local_only)
+            lib = _libraries[path] = Library(path)  # ``dify:`` models need the caller's session
         return lib
-
-
-def _local_only(name: str):
-    """Recorded names the engine can rebuild alone; ``dify:`` models need the caller's session."""
-    if name.startswith("dify:"):
-        return None
-    return make_embedder(name)

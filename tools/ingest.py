@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Generator
 
@@ -10,11 +9,17 @@ from dify_adapter import params as p
 from dify_adapter import tooling
 from dify_adapter.files import download, file_name
 from dify_adapter.models import DifyEmbedder, embedder_for_name
-from kb.chunking import ChunkingOptions
-from kb.embedders import DEFAULT_EMBEDDER, make_embedder
-from kb.errors import InvalidInput, KBError
-from kb.ingest import ingest_documents
-from kb.parsing import SourceDocument, parse_bytes
+from kb import (
+    DEFAULT_CHUNKING,
+    DEFAULT_EMBEDDER,
+    ChunkingOptions,
+    InvalidInput,
+    KBError,
+    SourceDocument,
+    make_embedder,
+    parse_bytes,
+    text_document,
+)
 
 CALL_BUDGET_S = 480  # Dify kills a call at 600 s; stop starting batches well before
 SOURCES = ("auto", "local", "workspace", "none")
@@ -29,12 +34,15 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
         name = p.text(params, "new_knowledge_base") or p.text(params, "knowledge_base")
         if not name:
             raise InvalidInput("Pick a knowledge base, or type a new name in 'New knowledge base'.")
+        default = DEFAULT_CHUNKING
         options = ChunkingOptions(
-            mode=p.choice(params, "chunk_mode", ("general", "parent_child"), "general"),
-            separator=p.text(params, "separator", "\\n\\n"),
-            max_tokens=p.number(params, "chunk_size", 1024, lo=20, hi=8000, integer=True),
-            overlap=p.number(params, "chunk_overlap", 50, lo=0, hi=4000, integer=True),
-            child_max_tokens=p.number(params, "child_chunk_size", 256, lo=20, hi=8000, integer=True),
+            mode=p.choice(params, "chunk_mode", ("general", "parent_child"), default.mode),
+            separator=p.text(params, "separator", default.separator),
+            max_tokens=p.number(params, "chunk_size", default.max_tokens, lo=20, hi=8000, integer=True),
+            overlap=p.number(params, "chunk_overlap", default.overlap, lo=0, hi=4000, integer=True),
+            child_max_tokens=p.number(
+                params, "child_chunk_size", default.child_max_tokens, lo=20, hi=8000, integer=True
+            ),
         )
         metadata = p.json_object(params, "metadata") or {}
         documents, failed = self._documents(params, metadata)
@@ -48,8 +56,7 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
         kb = existing or library.create(name, embedder)
 
         def work(progress):
-            return ingest_documents(
-                kb,
+            return kb.ingest(
                 documents,
                 options,
                 progress=progress,
@@ -82,15 +89,7 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
         docs, failed = [], []
         text = p.text(params, "text")
         if text:
-            docs.append(
-                SourceDocument(
-                    text,
-                    doc_id or "text-" + hashlib.sha256(text.encode()).hexdigest()[:12],
-                    title=title,
-                    source="text",
-                    metadata=dict(metadata),
-                )
-            )
+            docs.append(text_document(text, doc_id, title=title, metadata=dict(metadata)))
         files = params.get("files") or []
         if not isinstance(files, list):
             files = [files]

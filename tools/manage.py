@@ -7,7 +7,7 @@ from collections.abc import Generator
 from dify_adapter import params as p
 from dify_adapter import tooling
 from dify_adapter.output import cap
-from kb.errors import InvalidInput
+from kb import InvalidInput
 
 ACTIONS = ("list_knowledge_bases", "list_documents", "delete_document", "drop_knowledge_base")
 MAX_LISTED_DOCUMENTS = 2000
