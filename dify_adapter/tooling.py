@@ -46,12 +46,17 @@ class KBTool(Tool):
     def _fetch_parameter_options(self, parameter: str) -> list[ParameterOption]:
         if parameter not in ("knowledge_base", "knowledge_bases"):
             return []
+        try:
+            infos = self.library.list()
+        except KBError as exc:  # an options list cannot carry a message: the tools' calls say it
+            log.warning("cannot list knowledge bases: %s", exc)
+            return []
         return [
             ParameterOption(
                 value=info.name,
                 label=I18nObject(en_US=f"{info.name} ({info.chunks} chunks, {info.embedder})"),
             )
-            for info in self.library.list()
+            for info in infos
         ]
 
     def stream_progress(self, work: Callable[[Callable[[int, int], None]], Any], label: str, every: float = 2.0):

@@ -5,9 +5,17 @@ On first use we store a random namespace id there; every KB of that workspace li
 ``<data root>/<namespace>/``, a separate Chroma directory, so no name a caller passes can reach
 another workspace's data.
 
-Data root: ``$CHROMA_KB_DATA_DIR``, else ``$PLUGIN_STORAGE_LOCAL_ROOT/plugin_data/<author>/chroma_kb``
-(outside the per-version working directory, so upgrades keep every KB), else ``./.data`` (remote
-debugging, where the plugin runs on the developer's machine).
+Data root, never a place that is lost on upgrade or restart:
+
+- ``$CHROMA_KB_DATA_DIR`` when the operator sets it (the plugin daemon's environment);
+- else ``$PLUGIN_STORAGE_LOCAL_ROOT/plugin_data/<author>/chroma_kb``: the daemon's storage folder
+  (the ``./volumes/plugin_daemon`` volume on docker-compose), outside the per-version working
+  directory, so upgrades keep every KB;
+- run by a daemon that does not export ``PLUGIN_STORAGE_LOCAL_ROOT`` (its plugin storage is S3,
+  OSS, ...: the helm chart's cloud-storage setups), there is no known persistent folder: refuse,
+  saying what to mount and set, instead of writing into the working directory;
+- serverless runtimes (Dify Cloud) have no persistent disk: refuse;
+- remote debugging (the plugin runs on the developer's machine): ``./.data``.
 """
 
 from __future__ import annotations
@@ -18,41 +26,85 @@ import threading
 import uuid
 from pathlib import Path
 
-from kb import Library
+import filelock
+
+from kb import KBError, Library, StoreBusy
 
 PLUGIN_AUTHOR = "chromakb"
 PLUGIN_NAME = "chroma_kb"
 NAMESPACE_KEY = "chroma_kb.namespace"
+NAMESPACE_LOCK = "namespaces.lock"
 _NAMESPACE_RE = re.compile(r"^[0-9a-f]{32}$")
 
 _libraries: dict[Path, Library] = {}
 _lock = threading.Lock()
 
 
+class StorageNotConfigured(KBError):
+    """The plugin runs where its knowledge bases would not survive; says what to set or mount."""
+
+
 def data_root() -> Path:
-    env = os.environ.get("CHROMA_KB_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    storage = os.environ.get("PLUGIN_STORAGE_LOCAL_ROOT")
+    method = os.environ.get("INSTALL_METHOD", "").strip().lower()
+    if method == "serverless":
+        raise StorageNotConfigured(
+            "This plugin keeps its knowledge bases on the plugin daemon's disk, and serverless plugin "
+            "runtimes (Dify Cloud) have none that lasts; use it on a self-hosted Dify."
+        )
+    explicit = os.environ.get("CHROMA_KB_DATA_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    storage = os.environ.get("PLUGIN_STORAGE_LOCAL_ROOT", "").strip()
     if storage:
         return Path(storage) / "plugin_data" / PLUGIN_AUTHOR / PLUGIN_NAME
-    return Path(".data").resolve()
+    if method == "local":  # run by a plugin daemon whose plugin storage is not a local folder
+        raise StorageNotConfigured(
+            "No persistent folder for the knowledge bases: the plugin daemon does not export "
+            "PLUGIN_STORAGE_LOCAL_ROOT (its plugin storage is S3, OSS or another cloud store). Mount a "
+            "persistent volume into the plugin_daemon container (one replica) and set CHROMA_KB_DATA_DIR "
+            "to a folder on it in the daemon's environment, e.g. CHROMA_KB_DATA_DIR=/app/storage/chroma_kb."
+        )
+    return Path(".data").resolve()  # remote debugging: the developer's machine
 
 
-def namespace(storage) -> str:
-    """The workspace's namespace id, created on first use (``storage`` is ``session.storage``)."""
-    if storage.exist(NAMESPACE_KEY):
-        value = storage.get(NAMESPACE_KEY).decode("ascii", "replace").strip()
-        if _NAMESPACE_RE.match(value):
-            return value
-    value = uuid.uuid4().hex
-    storage.set(NAMESPACE_KEY, value.encode("ascii"))
+def namespace(storage, root: Path) -> str:
+    """The workspace's namespace id, created on first use (``storage`` is ``session.storage``).
+
+    The KV storage has no compare-and-set, so two first calls of a workspace at once (two
+    greenlets, or two plugin processes on this data root) would each store an id and the loser's
+    KBs would be orphaned: the check and the write happen under a file lock in the data root."""
+    value = _stored_namespace(storage)
+    if value:
+        return value
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageNotConfigured(f"Cannot create the data folder {root}: {exc.strerror}.") from exc
+    # A new FileLock object per call: its own file descriptor, so the lock excludes the other
+    # greenlets and threads of this process as well as other processes (flock is per descriptor).
+    lock = filelock.FileLock(str(root / NAMESPACE_LOCK), thread_local=False)
+    try:
+        with lock.acquire(timeout=30):
+            value = _stored_namespace(storage)
+            if not value:
+                value = uuid.uuid4().hex
+                storage.set(NAMESPACE_KEY, value.encode("ascii"))
+    except filelock.Timeout:
+        raise StoreBusy(f"Another plugin call holds {NAMESPACE_LOCK} in the data folder; try again.") from None
     return value
+
+
+def _stored_namespace(storage) -> str | None:
+    if not storage.exist(NAMESPACE_KEY):
+        return None
+    value = storage.get(NAMESPACE_KEY).decode("ascii", "replace").strip()
+    return value if _NAMESPACE_RE.match(value) else None
 
 
 def workspace_library(storage) -> Library:
     """The Library of the calling workspace (one per namespace per process)."""
-    path = data_root() / namespace(storage)
+    root = data_root()
+    path = root / namespace(storage, root)
     with _lock:
         lib = _libraries.get(path)
         if lib is None:
