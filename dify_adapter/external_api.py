@@ -17,10 +17,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dify_adapter.workspace import StorageNotConfigured
 from kb import (
     DEFAULT_FUSION,
     FUSIONS,
@@ -31,6 +33,7 @@ from kb import (
     InvalidInput,
     KBError,
     NotFound,
+    StoreBusy,
 )
 
 log = logging.getLogger("chroma_kb")
@@ -123,6 +126,38 @@ def _one_condition(item: Any) -> dict | None:
     raise InvalidInput(f"metadata condition on {name!r}: unknown comparison_operator {op!r}.")
 
 
+# A model provider id is ``organization/plugin/provider`` (lower-case letters, digits, _ and -); a
+# bare provider name means one of Dify's own, ``langgenius/<name>/<name>`` (Dify's GenericProviderID).
+_FULL_PROVIDER = re.compile(r"^([a-z0-9_-]+/[a-z0-9_-]+/[a-z0-9_-]+)/(.+)$")
+_SHORT_PROVIDER = re.compile(r"^([a-z0-9_-]+)/(.+)$")
+RERANK_EXAMPLE = "langgenius/jina/jina/jina-reranker-v2-base-multilingual"
+
+
+def rerank_model(value: Any) -> tuple[str, str] | None:
+    """The endpoint's rerank model setting -> (provider id, model), or None when not set.
+
+    The setting is text, ``<provider>/<model>``: Dify's endpoint form sends a model selector as
+    ``{provider, model, model_type}`` and the plugin daemon refuses to save a rerank selector
+    without ``score_threshold`` and ``top_n`` (plugin_entities.ValidateProviderConfigs), which the
+    form never sends. A selector-shaped dict is still accepted."""
+    if isinstance(value, dict):
+        provider, model = str(value.get("provider") or "").strip(), str(value.get("model") or "").strip()
+        return (provider, model) if provider and model else None
+    text = str(value or "").strip()
+    if not text:
+        return None
+    found = _FULL_PROVIDER.match(text) or _SHORT_PROVIDER.match(text)
+    if not found or not found.group(2).strip("/ "):
+        raise InvalidInput(
+            f"The endpoint setting 'Rerank model' must be <provider>/<model>, e.g. {RERANK_EXAMPLE} "
+            f"(or jina/jina-reranker-v2-base-multilingual for Dify's own providers); got {text!r}."
+        )
+    provider, model = found.group(1), found.group(2).strip()
+    if "/" not in provider:
+        provider = f"langgenius/{provider}/{provider}"
+    return provider, model
+
+
 @dataclass
 class Settings:
     api_key: str
@@ -130,6 +165,7 @@ class Settings:
     fusion: str = DEFAULT_FUSION
     vector_weight: float | None = None  # None: the fusion's own default
     keyword_fallback: bool = True
+    rerank: tuple[str, str] | None = None  # (provider id, model)
 
     @classmethod
     def parse(cls, settings: dict) -> Settings:
@@ -141,9 +177,18 @@ class Settings:
         except (TypeError, ValueError):
             weight = -1
         if mode not in MODES or fusion not in FUSIONS or (weight is not None and not 0 <= weight <= 1):
-            raise InvalidInput("The endpoint settings are invalid (mode, fusion or vector weight); fix them in Dify.")
+            raise InvalidInput(
+                "The endpoint settings are invalid (mode, fusion, or a vector weight outside 0-1); fix them in Dify."
+            )
         fallback = settings.get("keyword_fallback")
-        return cls(str(settings.get("api_key") or ""), mode, fusion, weight, fallback is None or bool(fallback))
+        return cls(
+            str(settings.get("api_key") or ""),
+            mode,
+            fusion,
+            weight,
+            fallback is None or bool(fallback),
+            rerank_model(settings.get("rerank_model")),
+        )
 
 
 def check_authorization(header: str | None, api_key: str) -> Reply | None:
@@ -208,6 +253,30 @@ def record(hit) -> dict:
     }
 
 
+# Dify turns every non-200 answer into "no results" and retries 429, 5xx and time-outs three times
+# (then fails the node), so an expected failure is a 4xx other than 429, with a message.
+STATUS: list[tuple[type[KBError] | tuple[type[KBError], ...], int, int]] = [
+    (InvalidInput, 400, 400),
+    (NotFound, 404, 2001),
+    (StoreBusy, 409, 3002),
+    ((EmbedderError, EmbedderMismatch), 424, 3001),
+    (StorageNotConfigured, 424, 3003),
+    (KBError, 422, 3000),
+]
+NOT_READY = 404  # the connection check fails with it (Dify refuses to register), see probe()
+
+
+class RerankFailed(KBError):
+    """The endpoint's rerank model failed; the answer is given without reranking."""
+
+
+def _failure(exc: KBError) -> Reply:
+    for kinds, status, code in STATUS:
+        if isinstance(exc, kinds):
+            return _error(status, code, str(exc))
+    raise AssertionError("unreachable: KBError is the last row")
+
+
 def retrieve(
     *,
     authorization: str | None,
@@ -216,19 +285,18 @@ def retrieve(
     settings: dict,
     library_factory: Callable[[], Any],
     embedder_for: Callable[[str], Any],
-    reranker: Callable[[str, list[str]], list[float]] | None = None,
+    reranker_for: Callable[[str, str], Callable[[str, list[str]], list[float]]] | None = None,
 ) -> Reply:
-    """Answer one request. Never raises for a user error; unexpected errors become a 500."""
-    try:
-        config = Settings.parse(settings)
-    except InvalidInput as exc:
-        return _error(400, 400, str(exc))
-    denied = check_authorization(authorization, config.api_key)
+    """Answer one request. Expected failures are 4xx with a message (see STATUS); an unexpected one
+    is logged with its traceback and answered 500 in one line."""
+    denied = check_authorization(authorization, str(settings.get("api_key") or ""))
     if denied:
         return denied
     try:
+        config = Settings.parse(settings)
         body = _parse_body(raw_body, content_type)
         if body is None or not str(body.get("knowledge_id") or "").strip() or not str(body.get("query") or "").strip():
+            library_factory()  # the data directory must be usable before Dify registers the endpoint
             return Reply(200, {"records": []})  # Dify's connection check
         knowledge_id, query = str(body["knowledge_id"]).strip(), str(body["query"])
         top_k, threshold = _retrieval_setting(body)
@@ -237,31 +305,66 @@ def retrieve(
             kb = find_kb(library_factory(), knowledge_id)
         except NotFound:
             return _error(404, 2001, f"The knowledge base {knowledge_id!r} does not exist.")
-        hits = _search(kb, query, top_k, threshold, where, config, embedder_for, reranker)
-    except InvalidInput as exc:
-        return _error(400, 400, str(exc))
+        warnings: list[str] = []
+        hits = _search(kb, query, top_k, threshold, where, config, embedder_for, reranker_for, warnings)
     except KBError as exc:
         log.warning("external knowledge request failed: %s", exc)
-        return _error(503, 503, str(exc))
-    return Reply(200, {"records": [record(h) for h in hits]})
+        if body_is_probe(raw_body, content_type):
+            return _error(NOT_READY, 3004, f"This endpoint cannot answer: {exc}")
+        return _failure(exc)
+    except Exception as exc:
+        log.exception("external knowledge request failed unexpectedly")
+        return _error(500, 500, f"Internal error ({type(exc).__name__}); the plugin's log has the details.")
+    reply = {"records": [record(h) for h in hits]}
+    if warnings:
+        reply["warnings"] = warnings
+    return Reply(200, reply)
 
 
-def _search(kb, query, top_k, threshold, where, config: Settings, embedder_for, reranker):
-    mode = config.mode
+def body_is_probe(raw_body: bytes, content_type: str) -> bool:
+    """Dify's connection check: no JSON body, or an empty ``knowledge_id`` or query."""
+    try:
+        body = _parse_body(raw_body, content_type)
+    except InvalidInput:
+        return False
+    return body is None or not str(body.get("knowledge_id") or "").strip() or not str(body.get("query") or "").strip()
+
+
+def _search(kb, query, top_k, threshold, where, config: Settings, embedder_for, reranker_for, warnings: list[str]):
     options = dict(
-        top_k=top_k,
-        fusion=config.fusion,
-        vector_weight=config.vector_weight,
-        where=where,
-        score_threshold=threshold,
-        reranker=reranker,
+        top_k=top_k, fusion=config.fusion, vector_weight=config.vector_weight, where=where, score_threshold=threshold
     )
-    if mode == "keyword" or kb.keyword_only:
+    reranker = None
+    if config.rerank and reranker_for is not None:
+        reranker = _tagged(reranker_for(*config.rerank))
+    try:
+        return _channels(kb, query, config, embedder_for, options | {"reranker": reranker}, warnings)
+    except RerankFailed as exc:
+        warnings.append(f"{exc}; answered without reranking.")
+        log.warning("%s: %s; answered without reranking", kb.name, exc)
+        return _channels(kb, query, config, embedder_for, options, warnings)
+
+
+def _channels(kb, query, config: Settings, embedder_for, options: dict, warnings: list[str]):
+    if config.mode == "keyword" or kb.keyword_only:
         return kb.search(query, mode="keyword", **options)
     try:
-        return kb.search(query, mode=mode, embedder=embedder_for(kb.embedder_name), **options)
+        return kb.search(query, mode=config.mode, embedder=embedder_for(kb.embedder_name), **options)
     except (EmbedderError, EmbedderMismatch) as exc:
         if not config.keyword_fallback:
             raise
+        warnings.append(f"The embedding model is unavailable ({exc}); answered from the keyword channel.")
         log.warning("%s: semantic channel unavailable (%s); answering from the keyword channel", kb.name, exc)
         return kb.search(query, mode="keyword", **options)
+
+
+def _tagged(reranker):
+    """A reranker whose failure is told apart from the embedder's (it raises RerankFailed)."""
+
+    def rerank(query: str, texts: list[str]) -> list[float]:
+        try:
+            return reranker(query, texts)
+        except KBError as exc:
+            raise RerankFailed(str(exc)) from exc
+
+    return rerank

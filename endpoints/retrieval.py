@@ -15,7 +15,6 @@ from dify_adapter.workspace import workspace_library
 
 class RetrievalEndpoint(Endpoint):
     def _invoke(self, r: Request, values: Mapping, settings: Mapping) -> Response:
-        rerank = settings.get("rerank_model")
         reply = external_api.retrieve(
             authorization=r.headers.get("Authorization"),
             raw_body=r.get_data(cache=False),
@@ -23,7 +22,7 @@ class RetrievalEndpoint(Endpoint):
             settings=dict(settings),
             library_factory=lambda: workspace_library(self.session.storage),
             embedder_for=lambda name: embedder_for_name(self.session, name),
-            reranker=dify_reranker(self.session, rerank) if isinstance(rerank, dict) and rerank.get("model") else None,
+            reranker_for=lambda provider, model: dify_reranker(self.session, {"provider": provider, "model": model}),
         )
         return Response(
             json.dumps(reply.body, ensure_ascii=False), status=reply.status, content_type="application/json"

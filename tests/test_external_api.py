@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from dify_adapter.external_api import condition_to_where, retrieve
+from dify_adapter.external_api import Settings, condition_to_where, rerank_model, retrieve
+from dify_adapter.workspace import StorageNotConfigured
 from kb.documents import SourceDocument
-from kb.errors import EmbedderError, InvalidInput
+from kb.errors import EmbedderError, InvalidInput, StoreBusy
 from kb.library import Library
 
 KEY = "s3cret-key"
@@ -96,14 +97,17 @@ def call(
     content_type="application/json",
     settings=None,
     embedder_for=None,
+    reranker_for=None,
+    library_factory=None,
 ):
     return retrieve(
         authorization=auth,
         raw_body=raw if raw is not None else (json.dumps(body).encode() if body is not None else b""),
         content_type=content_type,
         settings=settings or SETTINGS,
-        library_factory=lambda: library,
+        library_factory=library_factory or (lambda: library),
         embedder_for=embedder_for or (lambda name: e5),
+        reranker_for=reranker_for,
     )
 
 
@@ -190,8 +194,6 @@ def test_bad_requests_are_400_with_a_message(library, e5, kwargs, message):
 
 
 def test_settings_default_to_the_adaptive_score_fusion():
-    from dify_adapter.external_api import Settings
-
     assert (Settings.parse({"api_key": KEY}).fusion, Settings.parse({"api_key": KEY}).vector_weight) == ("zscore", None)
     assert Settings.parse({"api_key": KEY, "vector_weight": " "}).vector_weight is None
     assert Settings.parse({"api_key": KEY, "fusion": "weighted", "vector_weight": "0.6"}).vector_weight == 0.6
@@ -216,5 +218,123 @@ def test_keyword_fallback_when_the_embedding_model_fails(library, e5):
 
     reply = call(library, e5, query("年假"), embedder_for=broken)
     assert reply.status == 200 and reply.body["records"][0]["metadata"]["semantic_score"] is None
+    assert "keyword channel" in reply.body["warnings"][0]
     strict = call(library, e5, query("年假"), embedder_for=broken, settings={"api_key": KEY, "keyword_fallback": False})
-    assert strict.status == 503 and "model offline" in strict.body["error_msg"]
+    assert strict.status == 424 and "model offline" in strict.body["error_msg"]  # never a 5xx: Dify would retry
+
+
+@pytest.mark.parametrize(
+    "value,parsed",
+    [
+        (
+            "langgenius/jina/jina/jina-reranker-v2-base-multilingual",
+            ("langgenius/jina/jina", "jina-reranker-v2-base-multilingual"),
+        ),
+        ("jina/jina-reranker-v2-base-multilingual", ("langgenius/jina/jina", "jina-reranker-v2-base-multilingual")),
+        ("siliconflow/BAAI/bge-reranker-v2-m3", ("langgenius/siliconflow/siliconflow", "BAAI/bge-reranker-v2-m3")),
+        ("acme/rr/rr/BAAI/bge-reranker", ("acme/rr/rr", "BAAI/bge-reranker")),
+        (" tongyi/gte-rerank-v2 ", ("langgenius/tongyi/tongyi", "gte-rerank-v2")),
+        ({"provider": "acme/rr/rr", "model": "rr-1", "model_type": "rerank"}, ("acme/rr/rr", "rr-1")),
+        ("", None),
+        (None, None),
+        ({}, None),
+    ],
+)
+def test_rerank_model_setting_is_provider_slash_model(value, parsed):
+    assert rerank_model(value) == parsed
+
+
+@pytest.mark.parametrize("value", ["jina-reranker", "Jina/jina-reranker", "jina/", "/model"])
+def test_a_malformed_rerank_model_setting_is_a_clear_error(library, e5, value):
+    with pytest.raises(InvalidInput, match="must be <provider>/<model>"):
+        rerank_model(value)
+    reply = call(library, e5, query("年假"), settings={"api_key": KEY, "rerank_model": value})
+    assert reply.status == 400 and "Rerank model" in reply.body["error_msg"]
+
+
+def test_every_form_setting_parses():
+    """What the endpoint form can send (text fields as strings, the boolean as a boolean)."""
+    config = Settings.parse(
+        {
+            "api_key": KEY,
+            "mode": "semantic",
+            "fusion": "rrf",
+            "vector_weight": "0.25",
+            "rerank_model": "jina/jina-reranker-v2",
+            "keyword_fallback": False,
+        }
+    )
+    assert (config.mode, config.fusion, config.vector_weight, config.keyword_fallback) == (
+        "semantic",
+        "rrf",
+        0.25,
+        False,
+    )
+    assert config.rerank == ("langgenius/jina/jina", "jina-reranker-v2")
+
+
+def test_the_rerank_model_is_used_and_its_failure_only_skips_reranking(library, e5):
+    asked = []
+
+    def reranker_for(provider, model):
+        asked.append((provider, model))
+
+        def rerank(q, texts):
+            return [1.0 if "报销" in t else 0.0 for t in texts]
+
+        return rerank
+
+    settings = {"api_key": KEY, "rerank_model": "acme/rr/rr/rr-1"}
+    reply = call(library, e5, query("年假"), settings=settings, reranker_for=reranker_for)
+    assert asked == [("acme/rr/rr", "rr-1")] and reply.body["records"][0]["metadata"]["document_id"] == "travel"
+
+    def failing(provider, model):
+        def rerank(q, texts):
+            raise EmbedderError("The workspace rerank model acme/rr/rr/rr-1 failed: 501")
+
+        return rerank
+
+    reply = call(library, e5, query("年假"), settings=settings, reranker_for=failing)
+    assert reply.status == 200 and reply.body["records"][0]["metadata"]["document_id"] == "leave"
+    assert "rr-1 failed" in reply.body["warnings"][0] and "without reranking" in reply.body["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    "error,status,code",
+    [
+        (StoreBusy("Another process is writing"), 409, 3002),
+        (StorageNotConfigured("set CHROMA_KB_DATA_DIR"), 424, 3003),
+        (RuntimeError("disk on fire"), 500, 500),
+    ],
+)
+def test_failures_are_never_a_retried_status_unless_unexpected(library, e5, error, status, code):
+    """Dify retries 429 and 5xx (three times, 5 s each) and then fails the node: expected failures
+    are 4xx with a message; only an unexpected error is a 500, in one line."""
+
+    def factory():
+        raise error
+
+    reply = call(library, e5, query("年假"), library_factory=factory)
+    assert (reply.status, reply.body["error_code"]) == (status, code)
+    assert "Traceback" not in reply.body["error_msg"] and "\n" not in reply.body["error_msg"]
+
+
+@pytest.mark.parametrize(
+    "settings,factory_error",
+    [
+        ({"api_key": KEY, "rerank_model": "no-slash"}, None),
+        ({"api_key": KEY, "mode": "magic"}, None),
+        (SETTINGS, StorageNotConfigured("set CHROMA_KB_DATA_DIR")),
+    ],
+)
+def test_the_connection_check_fails_when_the_endpoint_cannot_answer(library, e5, settings, factory_error):
+    """Dify's save-time probe refuses a 404 (it accepts any other status but 403 and 502), so an
+    endpoint that could never answer is not registered as if it worked."""
+
+    def factory():
+        if factory_error:
+            raise factory_error
+        return library
+
+    reply = call(library, e5, settings=settings, library_factory=factory)
+    assert reply.status == 404 and "cannot answer" in reply.body["error_msg"]
