@@ -3,6 +3,8 @@ or ""). These helpers coerce them and raise InvalidInput with the parameter's na
 
 from __future__ import annotations
 
+import ast
+
 from kb import InvalidInput
 from kb import json_object as parse_json_object
 
@@ -58,15 +60,46 @@ def json_object(params: dict, name: str) -> dict | None:
 
 
 def names(params: dict, *keys: str) -> list[str]:
-    """Knowledge-base names from a (multi-)select and/or a comma/newline-separated text field."""
+    """Knowledge-base names from a (multi-)select and/or a comma/newline-separated text field.
+
+    A multiple dynamic-select reaches the tool as a list, or as that list stringified by Dify's api
+    (``cast_parameter_value`` turns it into ``"['a', 'b']"``); a JSON list typed into the text field
+    works too."""
     found: list[str] = []
     for key in keys:
         value = params.get(key)
         if value is None or value == "":
             continue
-        items = value if isinstance(value, list) else str(value).replace("\n", ",").replace("，", ",").split(",")
-        for item in items:
+        for item in _listed(value):
             item = str(item).strip()
             if item and item not in found:
                 found.append(item)
     return found
+
+
+def _listed(value) -> list:
+    if isinstance(value, list | tuple):
+        return list(value)
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            parsed = ast.literal_eval(text)  # Python's str() of a list, or a JSON list of strings
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            parsed = None
+        if isinstance(parsed, list | tuple):
+            return list(parsed)
+    return text.replace("\n", ",").replace("，", ",").split(",")
+
+
+def one_name(params: dict, key: str) -> str:
+    """One knowledge-base name from a single select or a text field: a selection Dify sent as a
+    one-element list (or that list stringified) is unwrapped; commas stay part of the name."""
+    value = params.get(key)
+    if isinstance(value, str) and value.strip().startswith("["):
+        listed = _listed(value)
+        value = listed[0] if len(listed) == 1 else value
+    elif isinstance(value, list | tuple):
+        if len(value) > 1:
+            raise InvalidInput(f"Parameter '{key}' takes one knowledge base; got {len(value)}.")
+        value = value[0] if value else None
+    return text({key: value}, key)

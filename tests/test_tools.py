@@ -1,14 +1,18 @@
 """The three tools, instantiated directly with a stand-in session (cheap, many cases)."""
 
+import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from plugin_session import DictStorage, make_session, make_tool, run
+from pydantic import BaseModel, ConfigDict
 
 from tools.ingest import IngestTool
 from tools.manage import ManageTool
 from tools.retrieve import RetrieveTool
+
+pytestmark = pytest.mark.unit
 
 WORKSPACE_MODEL = {"provider": "acme/e5/e5", "model": "e5-small", "model_type": "text-embedding"}
 RERANK_MODEL = {"provider": "acme/rr/rr", "model": "rr-1", "model_type": "rerank"}
@@ -53,6 +57,74 @@ def test_ingest_text_then_retrieve_knowledge_items(session):
     assert meta["dataset_name"] == "员工手册" and meta["document_name"] == "年假制度"
     assert meta["doc_metadata"]["lang"] == "zh" and meta["doc_metadata"]["semantic_rank"] == 1
     assert res.text.startswith("[1] 年假制度 (员工手册, score")
+
+
+class RetrievalSourceMetadata(BaseModel):
+    """Dify's citation record (api/core/rag/entities/citation_metadata.py), which the LLM node
+    builds from a context item's metadata (LLMNode._convert_to_original_retriever_resource): a
+    value of the wrong type fails the node."""
+
+    model_config = ConfigDict(strict=True)
+    position: int | None = None
+    dataset_id: str | None = None
+    dataset_name: str | None = None
+    document_id: str | None = None
+    document_name: str | None = None
+    data_source_type: str | None = None
+    segment_id: str | None = None
+    retriever_from: str | None = None
+    score: float | None = None
+    hit_count: int | None = None
+    word_count: int | None = None
+    segment_position: int | None = None
+    index_node_hash: str | None = None
+    content: str | None = None
+    page: int | None = None
+    doc_metadata: dict | None = None
+
+
+def citation(item: dict) -> RetrievalSourceMetadata:
+    """What the LLM node reads from one context item (same keys, same order as Dify's code)."""
+    meta = item["metadata"]
+    assert meta["_source"] == "knowledge"
+    return RetrievalSourceMetadata(
+        position=meta.get("position"),
+        dataset_id=meta.get("dataset_id"),
+        dataset_name=meta.get("dataset_name"),
+        document_id=meta.get("document_id"),
+        document_name=meta.get("document_name"),
+        data_source_type=meta.get("data_source_type"),
+        segment_id=meta.get("segment_id"),
+        retriever_from=meta.get("retriever_from"),
+        score=meta.get("score"),
+        hit_count=meta.get("segment_hit_count"),
+        word_count=meta.get("segment_word_count"),
+        segment_position=meta.get("segment_position"),
+        index_node_hash=meta.get("segment_index_node_hash"),
+        content=item.get("content"),
+        page=meta.get("page"),
+        doc_metadata=meta.get("doc_metadata"),
+    )
+
+
+def test_result_items_are_citations_as_dify_renders_them(session):
+    ingest(
+        session, new_knowledge_base="员工手册", text=RRF + "\n\n" + LEAVE, title="手册", chunk_size=20, chunk_overlap=0
+    )
+    items = retrieve(session, query="年假可以顺延吗", knowledge_bases="员工手册", top_k=10).variables["result"]
+    cited = [citation(i) for i in items]
+    assert len(cited) >= 3 and [c.position for c in cited] == list(range(1, len(cited) + 1))
+    top = cited[0]
+    assert (top.dataset_name, top.document_name, top.retriever_from) == ("员工手册", "手册", "workflow")
+    for c in cited:
+        assert c.word_count == len(c.content)  # characters, as Dify counts a segment's words
+        assert c.index_node_hash == hashlib.sha256(c.content.encode()).hexdigest()  # the popup shows 7 characters
+    # the document's segments, numbered from 1 in reading order as Dify numbers them
+    assert sorted(c.segment_position for c in cited) == list(range(1, len(cited) + 1))
+    first = next(c for c in cited if c.segment_position == 1)
+    assert RRF.startswith(first.content[:10])
+    assert len({c.segment_id for c in cited}) == len(cited) and top.hit_count is None  # hits are not counted
+    assert items[0]["metadata"]["document_data_source_type"] == top.data_source_type  # the key Dify 0.x read
 
 
 def test_files_are_downloaded_parsed_and_failures_counted(session):
@@ -226,3 +298,34 @@ def test_dynamic_select_lists_this_workspace_only(session, e5):
     options = make_tool(RetrieveTool, session).fetch_parameter_options("knowledge_bases")
     assert [o.value for o in options] == ["产品手册"] and "1 chunks" in options[0].label.en_us
     assert make_tool(RetrieveTool, make_session(e5)).fetch_parameter_options("knowledge_bases") == []
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        {"knowledge_bases": str(["zh", "Bob's notes"])},  # Dify's api stringifies a multiple dynamic-select
+        {"knowledge_bases": ["zh", "Bob's notes"]},
+        {"knowledge_bases": '["zh", "Bob\'s notes"]'},
+        {"knowledge_bases": "zh", "knowledge_base_names": "Bob's notes"},
+        {"knowledge_bases": "", "knowledge_base_names": "zh，Bob's notes"},  # full-width comma
+        {"knowledge_bases": None, "knowledge_base_names": "zh\nBob's notes"},
+    ],
+)
+def test_one_or_several_kbs_whatever_shape_dify_sends(session, selection):
+    ingest(session, new_knowledge_base="zh", text=LEAVE)
+    ingest(session, new_knowledge_base="Bob's notes", text=RRF)
+    found = retrieve(session, query="年假 rank fusion", top_k=10, **selection)
+    assert {i["metadata"]["dataset_name"] for i in found.variables["result"]} == {"zh", "Bob's notes"}
+
+
+@pytest.mark.parametrize("value", ["['zh']", ["zh"], "zh"])
+def test_a_single_kb_selection_sent_as_a_list_is_unwrapped(session, value):
+    ingest(session, new_knowledge_base="zh", text=LEAVE)
+    assert ingest(session, knowledge_base=value, text=RRF).variables["added"] == 1
+    listed = manage(session, action="list_documents", knowledge_base=value)
+    assert listed.json[0]["total"] == 2
+
+
+def test_a_kb_name_with_a_comma_stays_whole_in_single_fields(session):
+    out = ingest(session, new_knowledge_base="HR, Finance", text=LEAVE)
+    assert out.variables["error"] == "" and out.json[0]["knowledge_base"] == "HR, Finance"

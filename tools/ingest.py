@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator
 
@@ -22,6 +23,13 @@ from kb import (
 )
 
 CALL_BUDGET_S = 480  # Dify kills a call at 600 s; stop starting batches well before
+
+
+def call_budget() -> float:
+    """Seconds one call may spend starting batches (``CHROMA_KB_CALL_BUDGET_S`` overrides it)."""
+    return float(os.environ.get("CHROMA_KB_CALL_BUDGET_S") or CALL_BUDGET_S)
+
+
 SOURCES = ("auto", "local", "workspace", "none")
 
 
@@ -30,8 +38,8 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
         return {"added": 0, "updated": 0, "unchanged": 0, "removed": 0, "failed": 0, "complete": False}
 
     def run(self, params: dict) -> Generator:
-        started = time.monotonic()
-        name = p.text(params, "new_knowledge_base") or p.text(params, "knowledge_base")
+        started, budget = time.monotonic(), call_budget()
+        name = p.one_name(params, "new_knowledge_base") or p.one_name(params, "knowledge_base")
         if not name:
             raise InvalidInput("Pick a knowledge base, or type a new name in 'New knowledge base'.")
         default = DEFAULT_CHUNKING
@@ -61,7 +69,7 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
                 options,
                 progress=progress,
                 failed=failed,
-                deadline=started + CALL_BUDGET_S,
+                deadline=started + budget,
                 embedder=embedder,
             )
 
@@ -72,7 +80,7 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
         )
         if not report.complete:
             summary += (
-                f" Stopped after {CALL_BUDGET_S} s to stay inside Dify's time limit; run this node again with the "
+                f" Stopped after {budget:g} s to stay inside Dify's time limit; run this node again with the "
                 "same input to continue (finished chunks are skipped)."
             )
         summary += "".join(f"\n- failed: {e}" for e in report.errors)

@@ -23,7 +23,7 @@ class ManageTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
             text = "\n".join(f"- {i.name}: {i.chunks} chunks, embedder {i.embedder}" for i in infos)
             yield from self._done(data, text or "No knowledge bases yet.")
             return
-        name = p.text(params, "knowledge_base_name") or p.text(params, "knowledge_base")
+        name = p.one_name(params, "knowledge_base_name") or p.one_name(params, "knowledge_base")
         if not name:
             raise InvalidInput("Pick the knowledge base this action applies to.")
         kb = library.get(name)
