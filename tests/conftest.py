@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
+import time
+import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -63,15 +69,12 @@ METRICS: dict = {}  # figures the end-to-end tests measure; printed at the end o
 
 
 @pytest.fixture(scope="session")
-def plugin(tmp_path_factory, e5):
+def plugin(tmp_path_factory, e5, package_file):
     """The packaged plugin, installed in a fresh (cached) venv and running as ``python -m main``
     under a stand-in daemon that speaks the real stdio protocol."""
-    from dify_daemon import ROOT, Backend, PluginDaemon, plugin_venv
+    from dify_daemon import Backend, PluginDaemon, plugin_venv
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import package
-
-    pkg = package.build(tmp_path_factory.mktemp("dist"))
+    pkg = package_file
     METRICS["package_mb"] = round(pkg.stat().st_size / 2**20, 2)
     plugin_dir = tmp_path_factory.mktemp("installed")
     with zipfile.ZipFile(pkg) as zf:
@@ -93,4 +96,61 @@ def plugin(tmp_path_factory, e5):
     METRICS["seconds_to_first_heartbeat"] = round(daemon.wait_ready(), 2)
     yield daemon
     daemon.close()
-    print("\nplugin e2e metrics: " + json.dumps(METRICS))
+
+
+def unavailable(reason: str):
+    """Under CI (CI=true) a missing real daemon is a failure; elsewhere the test is skipped."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the real Dify plugin daemon is required under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def start_real_daemon(no_storage_root: bool = False):
+    from real_daemon import DaemonUnavailable, RealDaemon
+
+    state = Path(tempfile.mkdtemp(prefix="chroma_kb-dify-"))  # under /tmp: Postgres must reach it
+    daemon = RealDaemon(state, no_storage_root=no_storage_root)
+    try:
+        daemon.start()
+    except DaemonUnavailable as exc:
+        daemon.stop()
+        shutil.rmtree(state, ignore_errors=True)
+        unavailable(str(exc))
+    return daemon
+
+
+@pytest.fixture(scope="session")
+def package_file(tmp_path_factory):
+    """The freshly built .difypkg (scripts/package.py)."""
+    from dify_daemon import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import package
+
+    return package.build(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def dify(package_file):
+    """Dify's real plugin daemon (``../shared/dify-plugin-daemon/run start``) with the package installed;
+    stopped (``run stop``) and its state removed at the end of the session."""
+    daemon = start_real_daemon()
+    try:
+        started = time.monotonic()
+        daemon.install(str(uuid.uuid4()), package_file)
+        METRICS["real_daemon_install_seconds"] = round(time.monotonic() - started, 1)
+        METRICS["real_daemon_plugin_ready_seconds"] = round(daemon.wait_ready(), 1)
+        yield daemon
+    finally:
+        stop_real_daemon(daemon)
+
+
+def stop_real_daemon(daemon) -> None:
+    daemon.stop()
+    if not os.environ.get("CHROMA_KB_KEEP_DAEMON_STATE"):
+        shutil.rmtree(daemon.state, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if METRICS:
+        terminalreporter.write_line("end-to-end metrics: " + json.dumps(METRICS))

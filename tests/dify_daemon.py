@@ -117,6 +117,7 @@ class Backend:
 
 class PluginDaemon:
     def __init__(self, plugin_dir: Path, python: Path, backend: Backend, env: dict | None = None) -> None:
+        self.plugin_dir, self.python = plugin_dir, python
         self.backend = backend
         self.lines: queue.Queue = queue.Queue()
         self.stamps: list[float] = []  # arrival time of every stdout line
