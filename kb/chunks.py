@@ -13,6 +13,7 @@ built by another tokenizer or format, or out of step.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -39,7 +40,13 @@ _AUTO: Any = object()
 
 class ChunkStore:
     def __init__(
-        self, store: Store, collection, tokenizer: KeywordTokenizer, embedder_factory: EmbedderFactory
+        self,
+        store: Store,
+        collection,
+        tokenizer: KeywordTokenizer,
+        embedder_factory: EmbedderFactory,
+        *,
+        background_repair: bool = False,
     ) -> None:
         self.store = store
         self.collection = collection
@@ -53,7 +60,8 @@ class ChunkStore:
         self.keyword = KeywordIndex(store.keyword_dir(collection.name), tokenizer.signature)
         self._embedder: Embedder | Any | None = _AUTO
         self.repairs: list[str] = []
-        self._ensure_keyword_index()
+        self._rebuilding: threading.Thread | None = None  # a background rebuild of the keyword index
+        self._ensure_keyword_index(background_repair)
 
     @property
     def lock(self):
@@ -115,8 +123,9 @@ class ChunkStore:
         return self.tokenizer(index_text(title, content))
 
     def refresh(self) -> None:
-        """Catch up with other processes' writes to the keyword index."""
-        self.keyword.refresh()
+        """Catch up with other processes' writes to the keyword index (not while it is rebuilt)."""
+        if self._rebuilding is None:
+            self.keyword.refresh()
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -201,7 +210,18 @@ class ChunkStore:
             self.keyword.settle()
 
     # ------------------------------------------------------------------ keyword index upkeep
-    def _ensure_keyword_index(self) -> None:
+    @property
+    def keyword_ready(self) -> bool:
+        """False while the keyword index is rebuilt in the background (``background_repair``):
+        semantic search works meanwhile; keyword and hybrid search wait for it."""
+        return self._rebuilding is None
+
+    def wait_keyword_index(self) -> None:
+        rebuilding = self._rebuilding
+        if rebuilding is not None:
+            rebuilding.join()
+
+    def _ensure_keyword_index(self, background: bool = False) -> None:
         try:
             self.keyword.load()
         except IndexUnusable as exc:
@@ -209,7 +229,7 @@ class ChunkStore:
                 with self.lock.hold():
                     self.keyword.reset()
             else:
-                self._repair(f"keyword index rebuilt ({exc})")
+                self._repair(f"keyword index rebuilt ({exc})", background)
             return
         if self.keyword.pending():
             with self.lock.hold():
@@ -221,13 +241,29 @@ class ChunkStore:
                 self.keyword.refresh()
                 if self.keyword.count != self.count():
                     self._repair(
-                        f"keyword index rebuilt (it had {self.keyword.count} chunks, the store {self.count()})"
+                        f"keyword index rebuilt (it had {self.keyword.count} chunks, the store {self.count()})",
+                        background,
                     )
 
-    def _repair(self, why: str) -> None:
+    def _repair(self, why: str, background: bool = False) -> None:
         log.warning("%s: %s", self.name, why)
         self.repairs.append(why)
-        self.rebuild_keyword_index()
+        if not background:
+            self.rebuild_keyword_index()
+            return
+        # The rebuild holds the write lock and yields between pages, so under gevent the process
+        # keeps serving (semantic searches, heartbeats) meanwhile.
+        self._rebuilding = threading.Thread(target=self._rebuild_in_background, name=f"rebuild {self.name}")
+        self._rebuilding.daemon = True
+        self._rebuilding.start()
+
+    def _rebuild_in_background(self) -> None:
+        try:
+            self.rebuild_keyword_index()
+        except Exception:
+            log.exception("%s: rebuilding the keyword index failed; reopen the knowledge base to try again", self.name)
+        finally:
+            self._rebuilding = None
 
     def _reconcile(self, ids: list[str]) -> None:
         """A writer died between changing Chroma and the keyword index: align those chunks."""

@@ -96,14 +96,20 @@ class Library:
         with storage_errors():
             return self._collection(name) is not None
 
-    def get(self, name: str, embedder: Embedder | Any | None = _AUTO) -> KnowledgeBase:
+    def get(
+        self, name: str, embedder: Embedder | Any | None = _AUTO, *, background_repair: bool = False
+    ) -> KnowledgeBase:
         """Open an existing KB, by its name or its collection id. ``embedder`` omitted: the one
-        recorded in the KB."""
+        recorded in the KB. ``background_repair``: a keyword index that must be rebuilt is rebuilt
+        in a background thread instead of before returning (``KnowledgeBase.keyword_ready``); for
+        callers with a deadline, such as an HTTP endpoint."""
         with storage_errors():
             col = self._find(name)
             kb = self._open.get(col.name)
             if kb is None or kb.collection.id != col.id:
-                kb = self._open[col.name] = KnowledgeBase(self.store, col, self.tokenizer, self.embedder_factory)
+                kb = self._open[col.name] = KnowledgeBase(
+                    self.store, col, self.tokenizer, self.embedder_factory, background_repair=background_repair
+                )
             if embedder is not _AUTO:
                 kb.use_embedder(embedder)
             return kb

@@ -186,6 +186,8 @@ def _gather(
     full_evidence: bool,
 ) -> _Channels:
     """Both channels of one KB: the semantic query runs on a thread while the keyword one runs here."""
+    if mode != "semantic":
+        kb.wait_keyword_index()  # a background rebuild (Library.get(background_repair=True))
     kb.refresh()
     part = _Channels(kb, mode)
     semantic_done = vector = None
