@@ -1,6 +1,7 @@
 """The External Knowledge API logic, called directly (the protocol-level tests are in test_endpoint_e2e.py)."""
 
 import json
+import shutil
 
 import pytest
 
@@ -338,3 +339,23 @@ def test_the_connection_check_fails_when_the_endpoint_cannot_answer(library, e5,
 
     reply = call(library, e5, settings=settings, library_factory=factory)
     assert reply.status == 404 and "cannot answer" in reply.body["error_msg"]
+
+
+def test_a_keyword_index_to_rebuild_does_not_hold_the_first_answer(tmp_path, e5):
+    """After a restart with an unusable keyword index (a crash, a format change) the first request
+    must still answer within Dify's 5 s: it is answered from the vectors while the index is rebuilt
+    in the background (about 18 s per 100,000 chunks), and says so."""
+    Library(tmp_path).get_or_create("员工手册", e5).ingest(DOCS)
+    shutil.rmtree(Library(tmp_path).get("员工手册").keyword.directory)
+    restarted = Library(tmp_path)
+    with restarted.lock.hold():  # keeps the rebuild waiting, so the test does not depend on its speed
+        reply = call(restarted, e5, query("年假能顺延吗"))
+        assert reply.status == 200 and reply.body["records"][0]["metadata"]["document_id"] == "leave"
+        assert reply.body["records"][0]["metadata"]["keyword_score"] is None
+        assert "being rebuilt" in reply.body["warnings"][0]
+        keyword = call(restarted, e5, query("年假"), settings={"api_key": KEY, "mode": "keyword"})
+        assert (keyword.status, keyword.body["error_code"]) == (409, 3002)
+        assert not restarted.get("员工手册").keyword_ready
+    restarted.get("员工手册").wait_keyword_index()
+    reply = call(restarted, e5, query("年假能顺延吗"))
+    assert "warnings" not in reply.body and reply.body["records"][0]["metadata"]["keyword_score"] is not None
