@@ -348,7 +348,7 @@ def test_a_keyword_index_to_rebuild_does_not_hold_the_first_answer(tmp_path, e5)
     Library(tmp_path).get_or_create("员工手册", e5).ingest(DOCS)
     shutil.rmtree(Library(tmp_path).get("员工手册").keyword.directory)
     restarted = Library(tmp_path)
-    with restarted.lock.hold():  # keeps the rebuild waiting, so the test does not depend on its speed
+    with restarted.store.lock.hold():  # keeps the rebuild waiting, so the test does not depend on its speed
         reply = call(restarted, e5, query("年假能顺延吗"))
         assert reply.status == 200 and reply.body["records"][0]["metadata"]["document_id"] == "leave"
         assert reply.body["records"][0]["metadata"]["keyword_score"] is None
