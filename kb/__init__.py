@@ -30,6 +30,8 @@ _EXPORTS = {
     # documents in
     "SourceDocument": "kb.documents",
     "text_document": "kb.documents",
+    "file_digest": "kb.documents",
+    "file_document": "kb.parsing",
     "parse_file": "kb.parsing",
     "parse_bytes": "kb.parsing",
     "SUPPORTED_EXTENSIONS": "kb.parsing",
@@ -50,6 +52,7 @@ _EXPORTS = {
     "DEFAULT_VECTOR_WEIGHT": "kb.fusion",
     "parse_filter": "kb.filters",
     "json_object": "kb.jsontext",
+    "match_spans": "kb.tokenize",
     # embedders
     "Embedder": "kb.embedders",
     "make_embedder": "kb.embedders",
@@ -68,6 +71,8 @@ _EXPORTS = {
     "EmbedderError": "kb.errors",
     "StoreBusy": "kb.errors",
     "StorageError": "kb.errors",
+    # the knowledge page
+    "WebApp": "kb.web",
 }
 
 __all__ = [
@@ -101,9 +106,13 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreBusy",
+    "WebApp",
     "default_data_dir",
+    "file_digest",
+    "file_document",
     "json_object",
     "make_embedder",
+    "match_spans",
     "normalize_rows",
     "parse_bytes",
     "parse_file",
@@ -128,7 +137,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions
-    from kb.documents import SourceDocument, text_document
+    from kb.documents import SourceDocument, file_digest, text_document
     from kb.embedders import DEFAULT_EMBEDDER, LOCAL_EMBEDDERS, Embedder, make_embedder, normalize_rows
     from kb.errors import (
         EmbedderError,
@@ -146,6 +155,8 @@ if TYPE_CHECKING:
     from kb.jsontext import json_object
     from kb.knowledge_base import KnowledgeBase
     from kb.library import KBInfo, Library
-    from kb.parsing import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS, parse_bytes, parse_file
+    from kb.parsing import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS, file_document, parse_bytes, parse_file
     from kb.retrieval import DEFAULT_MODE, DEFAULT_TOP_K, MAX_TOP_K, MODES, Hit, Reranker, rerank_pool
     from kb.store import Store, default_data_dir
+    from kb.tokenize import match_spans
+    from kb.web import WebApp

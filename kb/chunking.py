@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import tiktoken
@@ -51,6 +51,20 @@ class ChunkingOptions:
             _check_sizes("child chunk", self.child_max_tokens, self.child_overlap)
             if self.child_max_tokens > self.max_tokens:
                 raise InvalidInput("The child chunk size must not exceed the parent chunk size.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: object) -> ChunkingOptions:
+        """Options from a JSON object (unknown keys refused, missing ones default), validated."""
+        if not isinstance(value, dict):
+            raise InvalidInput('Chunking options must be a JSON object such as {"mode": "general"}.')
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise InvalidInput(f"Unknown chunking option {unknown[0]!r}; known: {', '.join(sorted(known))}.")
+        return cls(**value)
 
 
 def _check_separator(what: str, separator: str) -> None:

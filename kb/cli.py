@@ -262,6 +262,32 @@ def cmd_demo(args) -> int:
     return 0 if not errors else 1
 
 
+def cmd_serve(args) -> int:
+    """The knowledge page (``kb.web``) on this machine until Ctrl-C."""
+    import os
+
+    from kb.library import Library
+    from kb.web import WebApp
+    from kb.web.server import LOOPBACK, serve
+
+    key = args.api_key or os.environ.get("CHROMA_KB_UI_KEY") or None
+    if args.host not in LOOPBACK and not key:
+        raise InvalidInput(
+            f"Serving on {args.host} makes the page reachable from other machines; set --api-key (or "
+            "$CHROMA_KB_UI_KEY) so that only people with the key can use it."
+        )
+    if not 0 <= args.port <= 65535:
+        raise InvalidInput(f"--port must be from 0 (a free port) to 65535; got {args.port}.")
+    app = WebApp(Library(args.data_dir), api_key=key)
+    try:
+        serve(app, args.host, args.port, announce=lambda line: print(line, flush=True))
+    except OSError as exc:
+        raise InvalidInput(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="data directory (default: $CHROMA_KB_DATA_DIR or ~/.local/share/chroma_kb)")
@@ -336,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", help="qrels file to use (default test)")
 
     add("demo", cmd_demo, "ingest the bundled Chinese/English sample and run a few hybrid queries", kb=False)
+
+    sp = add("serve", cmd_serve, "the knowledge page: manage, upload and test retrieval in a browser", kb=False)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    sp.add_argument("--port", type=int, default=0, help="port (default: a free one, printed at start)")
+    sp.add_argument("--api-key", help="require this key on every data call (default $CHROMA_KB_UI_KEY; none)")
     return p
 
 

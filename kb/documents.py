@@ -13,13 +13,21 @@ from kb.records import Metadata
 class SourceDocument:
     """One document to ingest: its text plus identity and metadata.
 
-    Re-ingesting a document with the same ``doc_id`` replaces it (unchanged chunks are kept)."""
+    Re-ingesting a document with the same ``doc_id`` replaces it (unchanged chunks are kept).
+    ``file_hash``: the digest of the file it was parsed from (``file_digest``), stored with every
+    chunk, so a caller can tell an unchanged file without parsing it again (``KnowledgeBase.document``)."""
 
     text: str
     doc_id: str
     title: str = ""
     source: str = ""
     metadata: Metadata = field(default_factory=dict)
+    file_hash: str = ""
+
+
+def file_digest(data: bytes) -> str:
+    """The hash of a file's bytes that identifies an unchanged file (SHA-256, hex)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def text_doc_id(text: str) -> str:

@@ -81,6 +81,8 @@ def plan_changes(records: list[_Record], stored: dict[str, dict]) -> _Plan:
 
 def _records(doc: SourceDocument, options: ChunkingOptions, stamp: str) -> list[_Record]:
     base = {"doc_id": doc.doc_id, "title": doc.title, "source": doc.source, "ingested_at": stamp}
+    if doc.file_hash:
+        base["file_hash"] = doc.file_hash
     base.update(check_metadata(doc.metadata, f"metadata of {doc.doc_id!r}"))
     seen: dict[tuple[str, str | None], int] = {}
     out = []

@@ -6,6 +6,7 @@ records the KB's display name, the embedder (name and dimension) that built it a
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kb import names
+from kb.chunking import ChunkingOptions
 from kb.chunks import _AUTO, KEYWORD_ONLY, KEYWORD_ONLY_DIMENSION, EmbedderFactory
 from kb.embedders import DEFAULT_EMBEDDER, Embedder, make_embedder, recorded_embedder
 from kb.errors import InvalidInput, NotFound
@@ -126,7 +128,9 @@ class Library:
             raise NotFound(f"No knowledge base named {display!r} (existing: {known}).")
         return col
 
-    def create(self, name: str, embedder: Embedder | None) -> KnowledgeBase:
+    def create(self, name: str, embedder: Embedder | None, chunking: ChunkingOptions | None = None) -> KnowledgeBase:
+        """Create a KB. ``chunking``: the options its ingests use unless they pass their own
+        (recorded with the KB; default ``DEFAULT_CHUNKING``)."""
         display = names.normalize_name(name)
         with storage_errors(), self.store.lock.hold():
             if self._collection(display) is not None:
@@ -141,6 +145,8 @@ class Library:
                 "kb_format": KB_FORMAT,
                 "kb_created_at": utc_timestamp(),
             }
+            if chunking is not None:
+                metadata["kb_chunking"] = json.dumps(chunking.as_dict(), sort_keys=True)
             self.store.client.create_collection(
                 names.collection_name(display),
                 metadata=metadata,

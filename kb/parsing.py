@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from kb.documents import SourceDocument
+from kb.documents import SourceDocument, file_digest
 from kb.errors import ParseError
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -157,5 +157,20 @@ def parse_file(path: Path, doc_id: str | None = None) -> SourceDocument:
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"{path}: cannot read the file ({exc.strerror}).") from exc
-    text, title = parse_bytes(data, path.name)
-    return SourceDocument(text=text, doc_id=doc_id or path.name, title=title or path.stem, source=str(path))
+    return file_document(data, path.name, doc_id=doc_id, source=str(path))
+
+
+def file_document(data: bytes, filename: str, *, doc_id: str | None = None, source: str = "") -> SourceDocument:
+    """Parse a file's bytes into a document: id = the file name unless given, title from the file
+    or its name, ``file_hash`` = the bytes' digest. Raises ParseError for an unsupported, empty
+    or unreadable file."""
+    text, title = parse_bytes(data, filename)
+    if not text.strip():
+        raise ParseError(f"{filename}: no text found in the file.")
+    return SourceDocument(
+        text=text,
+        doc_id=doc_id or filename,
+        title=title or Path(filename).stem,
+        source=source or filename,
+        file_hash=file_digest(data),
+    )

@@ -16,7 +16,18 @@ from kb.errors import InvalidInput
 
 # Written by the engine on every chunk; a user's metadata may not use them.
 SYSTEM_KEYS = frozenset(
-    {"doc_id", "title", "source", "position", "content_hash", "tokens", "parent_position", "parent_text", "ingested_at"}
+    {
+        "doc_id",
+        "title",
+        "source",
+        "position",
+        "content_hash",
+        "tokens",
+        "parent_position",
+        "parent_text",
+        "ingested_at",
+        "file_hash",
+    }
 )
 # Written by earlier versions (the chunk id already hashes the content); still reserved, never compared.
 LEGACY_KEYS = frozenset({"content_hash", "tokens"})

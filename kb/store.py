@@ -13,6 +13,7 @@ client, the directory of a KB's derived index and the lock; nothing else in ``kb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -172,3 +173,23 @@ class Store:
 
     def keyword_dir(self, collection_name: str) -> Path:
         return self.data_dir / "keyword" / collection_name
+
+    def collection_bytes(self, collection) -> int:
+        """Bytes of one collection in Chroma's directory: its vector segment's files, plus its share
+        of the database all collections share (texts, metadata, full-text index), apportioned by
+        chunk count. Chroma has no API for this; its segment table is read directly, read-only."""
+        chroma = self.data_dir / "chroma"
+        database = chroma / "chroma.sqlite3"
+        if not database.exists():
+            return 0
+        own = 0
+        uri = f"{database.as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+            rows = db.execute("SELECT id FROM segments WHERE collection = ?", (str(collection.id),)).fetchall()
+        for (segment,) in rows:
+            folder = chroma / str(segment)
+            if folder.is_dir():
+                own += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        total = sum(int(c.count()) for c in self.client.list_collections())
+        share = database.stat().st_size * int(collection.count()) // total if total else 0
+        return own + share

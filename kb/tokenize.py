@@ -193,6 +193,43 @@ class KeywordTokenizer:
     def tokenize_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(t) for t in texts]
 
+    def spans(self, text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
+        """Where ``text`` holds any of ``terms``: ``(start, end)`` character offsets into ``text``
+        itself (not its normalised form), overlapping and touching spans merged."""
+        wanted = set(terms)
+        found: list[tuple[int, int]] = []
+        for match in _TOKEN_RUNS.finditer(text):
+            cjk, word = match.group(1), match.group(2)
+            start = match.start()
+            if word:
+                if any(t in wanted for t in self(word)):
+                    found.append(match.span())
+                continue
+            chars = [unicodedata.normalize("NFKC", c).casefold() for c in cjk]
+            if len(chars) == 1 and chars[0] in wanted:
+                found.append(match.span())
+            found += [(start + i, start + i + 2) for i in range(len(chars) - 1) if chars[i] + chars[i + 1] in wanted]
+        merged: list[tuple[int, int]] = []
+        for begin, end in sorted(found):
+            if merged and begin <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((begin, end))
+        return merged
+
+
+_default: KeywordTokenizer | None = None
+
+
+def match_spans(query: str, text: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds the query's keyword terms, as the keyword channel sees them (the same
+    tokenizer: Chinese character pairs, stemmed English words): ``(start, end)`` offsets into
+    ``text``, for highlighting what a hit matched."""
+    global _default
+    if _default is None:
+        _default = KeywordTokenizer()
+    return _default.spans(text, _default(query))
+
 
 def word_terms(terms: Iterable[str]) -> list[str]:
     """The terms that are words (not CJK character bigrams), each once, in order.

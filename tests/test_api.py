@@ -48,14 +48,18 @@ PUBLIC = {
     "Store",
     "StoreBusy",
     "default_data_dir",
+    "file_digest",
+    "file_document",
     "json_object",
     "make_embedder",
+    "match_spans",
     "normalize_rows",
     "parse_bytes",
     "parse_file",
     "parse_filter",
     "rerank_pool",
     "text_document",
+    "WebApp",
 }
 PLUGIN_LAYER = ["main.py", "tools", "dify_adapter", "endpoints", "provider"]
 
