@@ -46,7 +46,7 @@ from kb.library import Library
 from kb.parsing import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
 from kb.retrieval import DEFAULT_MODE, DEFAULT_TOP_K, MAX_TOP_K, MODES
 from kb.tokenize import match_spans
-from kb.web.jobs import PART_BYTES, JobRunner
+from kb.web.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class WebApp:
             {
                 "extensions": list(SUPPORTED_EXTENSIONS),
                 "max_file_bytes": MAX_FILE_BYTES,
-                "part_bytes": PART_BYTES,
+                "part_bytes": self.jobs.part_bytes,
                 "embedders": list(EMBEDDER_CHOICES),
                 "default_embedder": DEFAULT_EMBEDDER,
                 "chunking": DEFAULT_CHUNKING.as_dict(),
@@ -308,7 +308,7 @@ class WebApp:
 
     def upload_part(self, request: _Request) -> Response:
         index = request.int_arg("index", -1, 0, 10**6)
-        declared = request.int_arg("bytes", -1, 0, PART_BYTES) if "bytes" in request.query else None
+        declared = request.int_arg("bytes", -1, 0, self.jobs.part_bytes) if "bytes" in request.query else None
         return json_response(self.jobs.put_part(request.query.get("id"), index, request.body, declared))
 
     def finish_upload(self, request: _Request) -> Response:

@@ -96,7 +96,15 @@ class JobRunner:
     """Uploads and ingest jobs of one data directory. ``open_kb(name)`` opens a knowledge base
     (``Library.get``); jobs run one at a time in a background thread."""
 
-    def __init__(self, web_dir: Path, open_kb: Callable[[str], object], *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        web_dir: Path,
+        open_kb: Callable[[str], object],
+        *,
+        part_bytes: int = PART_BYTES,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.part_bytes = part_bytes
         self.uploads = web_dir / "uploads"
         self.jobs = web_dir / "jobs"
         self.uploads.mkdir(parents=True, exist_ok=True)
@@ -115,10 +123,18 @@ class JobRunner:
         upload = uuid.uuid4().hex
         folder = self.uploads / upload
         folder.mkdir()
-        parts = -(-size // PART_BYTES)
-        info = {"kb": kb, "filename": name, "size": size, "parts": parts, "metadata": meta, "created_at": self.clock()}
+        parts = -(-size // self.part_bytes)
+        info = {
+            "kb": kb,
+            "filename": name,
+            "size": size,
+            "parts": parts,
+            "part_bytes": self.part_bytes,
+            "metadata": meta,
+            "created_at": self.clock(),
+        }
         _write_json(folder / "upload.json", info)
-        return {"upload": upload, "part_bytes": PART_BYTES, "parts": parts}
+        return {"upload": upload, "part_bytes": self.part_bytes, "parts": parts}
 
     def _upload(self, upload: object) -> tuple[Path, dict]:
         if not isinstance(upload, str) or len(upload) != 32 or not all(c in "0123456789abcdef" for c in upload):
@@ -133,11 +149,12 @@ class JobRunner:
         folder, info = self._upload(upload)
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < info["parts"]:
             raise InvalidInput(f"Part {index!r} is out of range for a file in {info['parts']} parts.")
-        expected = min(PART_BYTES, info["size"] - index * PART_BYTES)
+        step = info.get("part_bytes", self.part_bytes)
+        expected = min(step, info["size"] - index * step)
         if len(data) != expected or (declared is not None and declared != len(data)):
             raise InvalidInput(
                 f"Part {index + 1} of {info['filename']} arrived with {len(data)} bytes instead of {expected} "
-                f"(a proxy cut the request?); parts must be at most {PART_BYTES // 2**20} MB."
+                f"(a proxy cut the request?); send parts of {step} bytes."
             )
         tmp = folder / f".part-{index:05d}.tmp"
         tmp.write_bytes(data)
