@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +60,11 @@ def _paragraphs(lines) -> str:
     return "\n".join(out)
 
 
+# PDF fonts often map common Chinese characters to the look-alike Kangxi radicals (⼯ U+2F2F for
+# 工): NFKC turns them back, so that chunks read, embed and match as the characters they show.
+_KANGXI = re.compile("[\u2e80-\u2ef3\u2f00-\u2fd5]")
+
+
 def _parse_pdf(data: bytes, name: str) -> tuple[str, str]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -72,7 +79,7 @@ def _parse_pdf(data: bytes, name: str) -> tuple[str, str]:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise ParseError(f"{name}: not a readable PDF ({exc}).") from exc
-    text = "\n\n".join(p for p in pages if p)
+    text = _KANGXI.sub(lambda m: unicodedata.normalize("NFKC", m.group()), "\n\n".join(p for p in pages if p))
     if not text.strip():
         raise ParseError(f"{name}: the PDF has no text layer (a scan?); run OCR on it first.")
     return text, str(title)
