@@ -40,7 +40,7 @@ from pathlib import Path
 
 from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions
 from kb.embedders import DEFAULT_EMBEDDER, LOCAL_EMBEDDERS, Embedder, make_embedder
-from kb.errors import EmbedderError, InvalidInput, KBError, NotFound, StorageError, StoreBusy
+from kb.errors import EmbedderError, EmbedderMismatch, InvalidInput, KBError, NotFound, StorageError, StoreBusy
 from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS
 from kb.library import Library
 from kb.parsing import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
@@ -301,7 +301,13 @@ class WebApp:
     def start_upload(self, request: _Request) -> Response:
         kb = self._kb(request)
         if not kb.keyword_only:
-            kb.embedder  # noqa: B018  raises EmbedderMismatch when this process cannot embed for it
+            try:
+                kb.embedder  # noqa: B018  raises EmbedderMismatch when this process cannot embed for it
+            except EmbedderMismatch:
+                raise InvalidInput(
+                    f"{kb.name!r} embeds with {kb.embedder_name!r}, which this page cannot call once a request "
+                    "has ended; ingest its files with the Ingest tool in a workflow instead."
+                ) from None
         data = request.json()
         started = self.jobs.start_upload(kb.name, data.get("filename"), data.get("size"), data.get("metadata"))
         return json_response(started)
