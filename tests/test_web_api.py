@@ -211,3 +211,20 @@ def test_unknown_routes_and_faults_answer_json(app, monkeypatch):
     monkeypatch.setattr(Library, "list", lambda self: 1 / 0)
     status, error = call(app, "GET", "/ui/api/kbs")
     assert status == 500 and error == {"error": "Internal error; see the server log."}
+
+
+def test_answers_stay_within_one_daemon_frame(app, monkeypatch):
+    """Long parent passages could make a chunk page or a hit list larger than the 5 MiB frame that
+    carries an endpoint answer (hex-encoded) through Dify's daemon; answers stop early instead."""
+    from kb.web import app as web_app
+
+    monkeypatch.setattr(web_app.fit, "__defaults__", (3000,))
+    call(app, "POST", "/ui/api/kbs", json_body={"name": "kb", "embedder": "none"})
+    text = "\n\n".join(f"Paragraph {i}: apples and pears. " * 12 for i in range(20))
+    assert upload(app, "kb", "fruit.txt", text.encode())["status"] == "done"
+    page = call(app, "GET", "/ui/api/chunks", {"kb": "kb", "doc": "fruit.txt", "limit": "200"})[1]
+    assert 1 <= len(page["chunks"]) < page["total"] == 20
+    rest = call(app, "GET", "/ui/api/chunks", {"kb": "kb", "doc": "fruit.txt", "offset": str(len(page["chunks"]))})[1]
+    assert rest["chunks"][0]["position"] == len(page["chunks"])
+    found = call(app, "POST", "/ui/api/search", {"kb": "kb"}, json_body={"query": "apples pears", "top_k": 20})[1]
+    assert found["hits"] and found["cut"] == 20 - len(found["hits"]) > 0

@@ -51,6 +51,9 @@ from kb.web.jobs import JobRunner
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 1 << 20  # a JSON request body (the forms send a few hundred bytes)
+# An answer's rows stop here: Dify's daemon carries a non-streamed endpoint answer in one stdout
+# frame of at most 5 MiB of hex, and a larger frame kills the plugin instance.
+MAX_ANSWER_BYTES = 2_000_000
 MAX_CHUNKS_PAGE = 200
 EMBEDDER_CHOICES = (*LOCAL_EMBEDDERS, "none")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
@@ -75,6 +78,16 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def fit(rows: list[dict], budget: int = MAX_ANSWER_BYTES) -> list[dict]:
+    """The leading rows whose JSON fits in ``budget`` bytes (at least one row)."""
+    used = 0
+    for i, row in enumerate(rows):
+        used += len(json.dumps(row, ensure_ascii=False).encode("utf-8")) + 2
+        if used > budget and i:
+            return rows[:i]
+    return rows
 
 
 def json_response(data: object, status: int = 200) -> Response:
@@ -251,7 +264,9 @@ class WebApp:
     # ------------------------------------------------------------------ documents
     def documents(self, request: _Request) -> Response:
         kb = self._kb(request)
-        return json_response({"kb": kb.name, "documents": kb.documents()})
+        documents = kb.documents()
+        shown = fit(documents)
+        return json_response({"kb": kb.name, "documents": shown, "total": len(documents)})
 
     def delete_document(self, request: _Request) -> Response:
         kb = self._kb(request)
@@ -264,6 +279,7 @@ class WebApp:
         offset = request.int_arg("offset", 0, 0, 10**9)
         limit = request.int_arg("limit", 50, 1, MAX_CHUNKS_PAGE)
         total, chunks = kb.document_chunks(doc, offset, limit)
+        chunks = fit(chunks)  # the page asks for the next ones from where this answer stops
         return json_response(
             {"kb": kb.name, "document": kb.document(doc), "total": total, "offset": offset, "chunks": chunks}
         )
@@ -295,7 +311,10 @@ class WebApp:
             for child in row["children"]:
                 child["spans"] = match_spans(query, child["content"])
             out.append(row)
-        return json_response({"kb": kb.name, "query": query, "hits": out, "seconds": round(seconds, 4)})
+        shown = fit(out)
+        return json_response(
+            {"kb": kb.name, "query": query, "hits": shown, "cut": len(out) - len(shown), "seconds": round(seconds, 4)}
+        )
 
     # ------------------------------------------------------------------ uploads and jobs
     def start_upload(self, request: _Request) -> Response:
