@@ -74,6 +74,8 @@ def validate(root: Path = ROOT) -> dict:
         raise PackageError(f"{manifest['privacy']} is missing or empty")
     if (root / "pyproject.toml").exists() and not _ignored(root, "pyproject.toml"):
         raise PackageError("pyproject.toml would be packaged; the daemon would install from it, not requirements.txt")
+    if not (root / "uv.toml").is_file() or _ignored(root, "uv.toml"):
+        raise PackageError("uv.toml would be missing; the daemon would install more than requirements.txt locks")
     for provider_path in manifest["plugins"].get("tools", []):
         provider = _load(root, provider_path)
         tools = provider.get("tools", [])

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,17 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def plugin_venv(requirements: Path) -> Path:
-    """A venv with exactly the package's requirements, cached by their hash across runs."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    """A venv made as Dify's daemon makes it: `uv venv`, then `uv pip install -r requirements.txt` run
+    in the plugin's directory, so the packaged uv.toml applies. Cached by both files' hash."""
+    plugin_dir = requirements.parent
+    config = plugin_dir / "uv.toml"
+    digest = hashlib.sha256(requirements.read_bytes() + (config.read_bytes() if config.exists() else b"")).hexdigest()
     cache = Path(os.environ.get("CHROMA_KB_TEST_CACHE", Path.home() / ".cache" / "chroma_kb-tests"))
-    venv = cache / f"plugin-venv-{digest}"
+    venv = cache / f"plugin-venv-{digest[:16]}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
-        subprocess.run([sys._base_executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(requirements)],
-            check=True,
-        )
+        uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+        subprocess.run([uv, "venv", "-q", "--clear", "--python", sys._base_executable, str(venv)], check=True)
+        env = {**os.environ, "VIRTUAL_ENV": str(venv)}
+        subprocess.run([uv, "pip", "install", "-q", "-r", "requirements.txt"], cwd=plugin_dir, env=env, check=True)
         (venv / ".complete").write_text(digest)
     return python
 

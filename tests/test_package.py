@@ -23,6 +23,7 @@ def test_package_has_the_plugin_and_nothing_else(tmp_path):
         "manifest.yaml",
         "main.py",
         "requirements.txt",
+        "uv.toml",
         "PRIVACY.md",
         "_assets/icon.svg",
         "provider/chroma_kb.yaml",
@@ -36,9 +37,10 @@ def test_package_has_the_plugin_and_nothing_else(tmp_path):
         assert required in names
     for name in names:
         assert not name.startswith(("tests/", "scripts/", ".venv/", ".git/", "docs/", "bench/", "dist/"))
-        assert "__pycache__" not in name and name not in ("pyproject.toml", "requirements-dev.txt")
+        assert "__pycache__" not in name and name not in ("pyproject.toml", "requirements-dev.txt", "uv.lock")
+        assert not name.startswith("requirements") or name == "requirements.txt"
     assert readme == (ROOT / "docs" / "plugin" / "README.md").read_text()
-    assert "dify_plugin==" in zipfile.ZipFile(target).read("requirements.txt").decode()
+    assert "\ndify-plugin==" in zipfile.ZipFile(target).read("requirements.txt").decode()  # uv writes normalised names
 
 
 @pytest.fixture
@@ -48,6 +50,7 @@ def tree(tmp_path):
         "manifest.yaml",
         "main.py",
         "requirements.txt",
+        "uv.toml",
         "PRIVACY.md",
         ".difyignore",
         "_assets",
@@ -92,6 +95,7 @@ def tree(tmp_path):
             lambda r: (r / ".difyignore").write_text((r / ".difyignore").read_text().replace("pyproject.toml\n", "")),
             "pyproject.toml would be packaged",
         ),
+        (lambda r: (r / "uv.toml").unlink(), "uv.toml would be missing"),
     ],
 )
 def test_broken_plugins_are_refused_before_writing(tree, tmp_path, breakage, message):
