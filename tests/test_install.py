@@ -24,9 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 # The environment every lock is for: CPython 3.12 on linux, x86_64 or aarch64.
 TARGETS = [
-    {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.1", "sys_platform": "linux",
-     "platform_system": "Linux", "os_name": "posix", "platform_machine": machine, "implementation_name": "cpython",
-     "platform_python_implementation": "CPython", "extra": ""}
+    {
+        **default_environment(),
+        "python_version": "3.12",
+        "python_full_version": "3.12.1",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": machine,
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     for machine in ("x86_64", "aarch64")
 ]
 
@@ -170,7 +179,18 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy(path, target)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps", "-w", str(out), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "-w",
+            str(out),
+            str(src),
+        ],
         check=True,
     )
     (built,) = out.glob("chroma_kb-*.whl")
