@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from kb.errors import InvalidInput
 
-Key = Hashable  # a candidate: a chunk id, or (knowledge base, chunk id) when several KBs are searched
-Channel = Sequence[tuple[Key, float]]
+# Every function is generic in K, the candidate key: a chunk id, or (KB, chunk id) when several KBs
+# are searched.
+type Channel[K: Hashable] = Sequence[tuple[K, float]]  # one channel's ranked list: (key, score)
 
 RRF_K = 60
 DEFAULT_VECTOR_WEIGHT = 0.7  # the weighted fusion's default (Dify's "semantic first" preset)
@@ -30,24 +31,28 @@ ADAPTIVE_BASE, ADAPTIVE_SLOPE, ADAPTIVE_MIN, ADAPTIVE_MAX = 0.8, 0.5, 0.3, 0.9
 COVERAGE_WEIGHT = 0.4
 
 
-def rrf(channels: Sequence[Channel], k: int = RRF_K, weights: Sequence[float] | None = None) -> dict[Key, float]:
+def rrf[K: Hashable](
+    channels: Sequence[Channel[K]], k: int = RRF_K, weights: Sequence[float] | None = None
+) -> dict[K, float]:
     """Reciprocal rank fusion (Cormack et al. 2009): Σ wᵢ / (k + rankᵢ), ranks from 1.
 
     Divided by the best possible value Σ wᵢ / (k + 1), so 1.0 means "ranked first by every channel"."""
     weights = list(weights) if weights is not None else [1.0] * len(channels)
     best = sum(w / (k + 1) for w in weights) or 1.0
-    fused: dict[Key, float] = {}
+    fused: dict[K, float] = {}
     for channel, w in zip(channels, weights, strict=True):
         for rank, (cid, _) in enumerate(channel, start=1):
             fused[cid] = fused.get(cid, 0.0) + w / (k + rank)
     return {cid: s / best for cid, s in fused.items()}
 
 
-def weighted(semantic: Channel, keyword: Channel, vector_weight: float = DEFAULT_VECTOR_WEIGHT) -> dict[Key, float]:
+def weighted[K: Hashable](
+    semantic: Channel[K], keyword: Channel[K], vector_weight: float = DEFAULT_VECTOR_WEIGHT
+) -> dict[K, float]:
     """Dify's "weighted score": w·semantic + (1 − w)·keyword, a missing channel counting 0."""
     if not 0.0 <= vector_weight <= 1.0:
         raise InvalidInput(f"vector_weight must be between 0 and 1; got {vector_weight}.")
-    fused: dict[Key, float] = {}
+    fused: dict[K, float] = {}
     for cid, s in semantic:
         fused[cid] = fused.get(cid, 0.0) + vector_weight * s
     for cid, s in keyword:
@@ -62,19 +67,19 @@ def adaptive_vector_weight(keyword_share: float) -> float:
     return min(ADAPTIVE_MAX, max(ADAPTIVE_MIN, ADAPTIVE_BASE - ADAPTIVE_SLOPE * keyword_share))
 
 
-def _standardized(scores: Mapping[Key, float], ids: Sequence[Key]) -> list[float]:
+def _standardized[K: Hashable](scores: Mapping[K, float], ids: Sequence[K]) -> list[float]:
     values = [scores[i] for i in ids]
     mean = math.fsum(values) / len(values)
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
     return [(v - mean) / std if std > 0 else 0.0 for v in values]
 
 
-def zscore(
-    semantic: Mapping[Key, float],
-    keyword: Mapping[Key, float],
+def zscore[K: Hashable](
+    semantic: Mapping[K, float],
+    keyword: Mapping[K, float],
     vector_weight: float,
-    coverage: Mapping[Key, float] | None = None,
-) -> dict[Key, float]:
+    coverage: Mapping[K, float] | None = None,
+) -> dict[K, float]:
     """Σ channel weight × z-score, over the same candidates in both channels (the union of their
     lists, each candidate scored by both: cosine and raw BM25), mapped through the logistic function:
     0.5 is an average candidate of this query, values near 1 stand far above the rest.
@@ -102,35 +107,35 @@ DEFAULT_FUSION = "zscore"
 SCORE_FUSIONS = frozenset({"zscore", "weighted"})  # need both channels' scores for every candidate
 
 
-def standardized_by_group(scores: Mapping[Key, float], group: Mapping[Key, Hashable]) -> dict[Key, float]:
+def standardized_by_group[K: Hashable](scores: Mapping[K, float], group: Mapping[K, Hashable]) -> dict[K, float]:
     """Each group's scores as z-scores over that group (cosines of different embedders live on
     different scales; within one group this changes no z-score fusion result)."""
-    members: dict[Hashable, list[Key]] = {}
+    members: dict[Hashable, list[K]] = {}
     for key in scores:
         members.setdefault(group[key], []).append(key)
-    out: dict[Key, float] = {}
+    out: dict[K, float] = {}
     for keys in members.values():
         out.update(zip(keys, _standardized(scores, keys), strict=True))
     return out
 
 
 @dataclass
-class Evidence:
+class Evidence[K: Hashable]:
     """Both channels' evidence for one query's candidates (pooled when several KBs are searched).
 
     Scores that mean the same in every KB: cosine, and the keyword share (BM25 divided by the
     highest BM25 any chunk of that KB could reach for the query). Within one KB the share is BM25
     times a constant, so every z-score fusion ranks exactly as on raw BM25."""
 
-    semantic: list[tuple[Key, float]]  # the semantic channel's list, best first: (key, cosine)
-    keyword: list[tuple[Key, float]]  # the keyword channel's list, best first: (key, share)
-    cosine: dict[Key, float]  # every candidate's cosine (score fusions need both channels for all)
-    keyword_share: dict[Key, float]  # every candidate's keyword share (0: no query term)
-    coverage: dict[Key, float] | None = None  # every candidate's query-word coverage (zscore)
+    semantic: list[tuple[K, float]]  # the semantic channel's list, best first: (key, cosine)
+    keyword: list[tuple[K, float]]  # the keyword channel's list, best first: (key, share)
+    cosine: dict[K, float]  # every candidate's cosine (score fusions need both channels for all)
+    keyword_share: dict[K, float]  # every candidate's keyword share (0: no query term)
+    coverage: dict[K, float] | None = None  # every candidate's query-word coverage (zscore)
     best_keyword_share: float = 0.0  # the best keyword hit's share: how much of the query matched
 
 
-def fuse(fusion: str, evidence: Evidence, vector_weight: float | None = None) -> dict[Key, float]:
+def fuse[K: Hashable](fusion: str, evidence: Evidence[K], vector_weight: float | None = None) -> dict[K, float]:
     """The hybrid score of every candidate, in [0, 1], by the named fusion."""
     if fusion == "zscore":
         weight = adaptive_vector_weight(evidence.best_keyword_share) if vector_weight is None else vector_weight

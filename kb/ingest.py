@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from kb.cooperative import yield_now
 from kb.documents import SourceDocument
 from kb.embedders import Embedder
 from kb.errors import InvalidInput, KBError
-from kb.records import check_metadata, chunk_id, differs, replacing, utc_timestamp
+from kb.records import Metadata, check_metadata, chunk_id, differs, replacing, utc_timestamp
 from kb.tokenize import index_text
 
 DIFF_GROUP = 500  # document ids per Chroma query when reading what is stored
@@ -80,7 +81,7 @@ def plan_changes(records: list[_Record], stored: dict[str, dict]) -> _Plan:
 
 
 def _records(doc: SourceDocument, options: ChunkingOptions, stamp: str) -> list[_Record]:
-    base = {"doc_id": doc.doc_id, "title": doc.title, "source": doc.source, "ingested_at": stamp}
+    base: Metadata = {"doc_id": doc.doc_id, "title": doc.title, "source": doc.source, "ingested_at": stamp}
     if doc.file_hash:
         base["file_hash"] = doc.file_hash
     base.update(check_metadata(doc.metadata, f"metadata of {doc.doc_id!r}"))
@@ -91,7 +92,7 @@ def _records(doc: SourceDocument, options: ChunkingOptions, stamp: str) -> list[
         occurrence = seen[key] = seen.get(key, -1) + 1
         meta = dict(base, position=chunk.position)
         if chunk.parent_text is not None:
-            meta.update(parent_text=chunk.parent_text, parent_position=chunk.parent_position)
+            meta.update(parent_text=chunk.parent_text, parent_position=cast(int, chunk.parent_position))
         out.append(
             _Record(chunk_id(doc.doc_id, doc.title, chunk.text, chunk.parent_text, occurrence), chunk.text, meta)
         )

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -149,7 +150,7 @@ def _decode_terms(blob: bytes) -> Counter:
     return Counter(text.split("\n")) if text else Counter()
 
 
-class _ScoreLookup(Mapping):
+class _ScoreLookup(Mapping[str, float]):
     """Read-only view ``chunk id -> BM25`` over one query's score array."""
 
     def __init__(self, scores: np.ndarray, slot_of: dict[str, int]) -> None:
@@ -158,7 +159,7 @@ class _ScoreLookup(Mapping):
     def __getitem__(self, cid: str) -> float:
         return float(self._scores[self._slot_of[cid]])
 
-    def get(self, cid: str, default: float = 0.0) -> float:
+    def get(self, cid: str, default: float = 0.0) -> float:  # type: ignore[override]  # defaults are floats here
         slot = self._slot_of.get(cid)
         return default if slot is None or slot >= len(self._scores) else float(self._scores[slot])
 
@@ -204,6 +205,8 @@ class _Segment:
 
 
 class KeywordIndex:
+    _snapshot_file: BinaryIO | None  # the open snapshot that DiskArray postings and vectors read
+
     def __init__(self, directory: Path, signature: str, *, k1: float = K1, b: float = B) -> None:
         self.directory = Path(directory)
         self.signature = signature
@@ -216,7 +219,7 @@ class KeywordIndex:
     # ------------------------------------------------------------------ memory state
     def _clear_memory(self) -> None:
         if getattr(self, "_snapshot_file", None) is not None:
-            self._snapshot_file.close()
+            self._snapshot_file.close()  # type: ignore[union-attr]  # not None: checked just above
         self._snapshot_file = None
         self.seq = 0
         self.epoch = ""
@@ -290,7 +293,7 @@ class KeywordIndex:
                     raise IndexUnusable(f"built by another tokenizer or format ({sig}, format {fmt})")
                 self.epoch = self._meta("epoch") or ""
                 if int(self._meta("snapshot_seq") or -1) >= 0:
-                    self._load_snapshot(int(self._meta("snapshot_seq")))
+                    self._load_snapshot(int(cast(str, self._meta("snapshot_seq"))))
                 self._replay(db)
                 self._maybe_fix_avgdl()
             except (
@@ -540,6 +543,7 @@ class KeywordIndex:
             indptr = np.zeros(n_terms + 1, np.int64)
             np.cumsum(np.bincount(p_term, minlength=n_terms), out=indptr[1:])
             dl = self.dl.view[alive].copy()
+            vec: np.ndarray | DiskArray
             vec, vec_has = self.vectors.compacted(alive)
             dim = self.vectors.dim
             seq, epoch = self.seq, self.epoch
@@ -624,7 +628,9 @@ class KeywordIndex:
             self.reset()
             for part in itertools.batched(items, batch):
                 vectors = (
-                    unit_rows(np.stack([item[2] for item in part])) if all(len(item) > 2 for item in part) else None
+                    unit_rows(np.stack([cast(tuple[str, list[str], np.ndarray], item)[2] for item in part]))
+                    if all(len(item) > 2 for item in part)
+                    else None
                 )
                 self._add_all([(item[0], len(item[1]), Counter(item[1])) for item in part], vectors)
             self.compact()
@@ -738,7 +744,7 @@ class KeywordIndex:
                 window = candidates
             # Stable order: score descending, then insertion order.
             window = window[np.lexsort((window, -scores[window]))]
-            window = [s for s in window.tolist() if s not in seen][: take - done]
+            window = [s for s in window.tolist() if s not in seen][: take - done]  # type: ignore[assignment]
             seen.update(window)
             chunk_ids = [self.slot_ids[s] for s in window]
             ok = accept(chunk_ids)

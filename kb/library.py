@@ -6,6 +6,7 @@ records the KB's display name, the embedder (name and dimension) that built it a
 
 from __future__ import annotations
 
+import builtins
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -183,7 +184,7 @@ class Library:
         score_threshold: float = 0.0,
         reranker: Reranker | None = None,
         embedder_for: Callable[[str], Embedder | None] | None = None,
-    ) -> list[Hit]:
+    ) -> builtins.list[Hit]:  # `list` is a method here
         """Search several KBs as one ranking (``Hit.knowledge_base`` says where each hit is from).
         ``embedder_for(recorded embedder name)``: the embedder to embed the query with for the KBs
         built with that model (default: each KB's own)."""

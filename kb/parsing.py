@@ -48,7 +48,8 @@ def _parse_html(data: bytes, name: str) -> tuple[str, str]:
 
 def _paragraphs(lines) -> str:
     """Join lines, turning runs of empty lines into one paragraph break."""
-    out, blank = [], False
+    out: list[str] = []
+    blank = False
     for line in lines:
         if line:
             if blank and out:

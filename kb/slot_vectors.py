@@ -40,7 +40,7 @@ class SlotVectors:
     def load(self, base: np.ndarray | DiskArray, has: np.ndarray, dim: int) -> None:
         if len(base) != len(has) * dim:
             raise ValueError("snapshot vectors are inconsistent")
-        self.__init__()
+        self.__init__()  # type: ignore[misc]  # back to empty, then take the snapshot's arrays
         self._base, self._base_has, self.dim = base, np.asarray(has, np.bool_), dim
 
     @property

@@ -215,6 +215,7 @@ def engine_venv(wheel) -> Path:
     return venv
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_engine_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}

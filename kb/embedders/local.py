@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 import threading
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kb.embedders.protocol import normalize_rows
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -49,8 +53,8 @@ class MiniLMEmbedder:
     dimension = 384
     max_tokens = 256
 
-    _session = None
-    _tokenizer = None
+    _session: Any = None  # an onnxruntime.InferenceSession (onnxruntime has no type information)
+    _tokenizer: Tokenizer | None = None
     _lock = threading.Lock()
 
     def _load(self):
