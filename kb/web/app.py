@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 from kb.chunking import DEFAULT_CHUNKING, ChunkingOptions
 from kb.embedders import DEFAULT_EMBEDDER, LOCAL_EMBEDDERS, Embedder, make_embedder
@@ -244,7 +245,7 @@ class WebApp:
         if isinstance(name, str) and self.library.exists(name):
             raise HTTPError(409, f"A knowledge base named {name.strip()!r} already exists; choose another name.")
         embedder = None if embedder_name == "none" else make_embedder(embedder_name)
-        kb = self.library.create(name, embedder, chunking)  # type: ignore[arg-type]  (checked there)
+        kb = self.library.create(name, embedder, chunking)  # type: ignore[arg-type]  # checked there
         return json_response({"name": kb.name, "collection": kb.collection.name}, 201)
 
     def _kb(self, request: _Request):
@@ -307,9 +308,9 @@ class WebApp:
         out = []
         for hit in hits:
             row = hit.as_dict()
-            row["spans"] = match_spans(query, hit.content)
+            row["spans"] = match_spans(cast(str, query), hit.content)  # kb.search refused a non-text query
             for child in row["children"]:
-                child["spans"] = match_spans(query, child["content"])
+                child["spans"] = match_spans(cast(str, query), child["content"])
             out.append(row)
         shown = fit(out)
         return json_response(

@@ -26,11 +26,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from kb.documents import SourceDocument, file_digest
 from kb.errors import InvalidInput, KBError, NotFound
 from kb.parsing import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS, file_document
 from kb.records import check_metadata
+
+if TYPE_CHECKING:
+    from kb.knowledge_base import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +103,7 @@ class JobRunner:
     def __init__(
         self,
         web_dir: Path,
-        open_kb: Callable[[str], object],
+        open_kb: Callable[[str], KnowledgeBase],
         *,
         part_bytes: int = PART_BYTES,
         clock: Callable[[], float] = time.time,
@@ -186,7 +190,7 @@ class JobRunner:
             metadata=info.get("metadata") or {},
             created_at=now,
             updated_at=now,
-            upload=upload,
+            upload=cast(str, upload),  # _upload() accepted it as an upload id
         )
         kb = self.open_kb(job.kb)
         stored = kb.document(job.filename)
