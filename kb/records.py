@@ -66,7 +66,7 @@ def check_metadata(metadata: Any, where: str = "metadata") -> Metadata:
     if len(metadata) > MAX_METADATA_KEYS:
         raise InvalidInput(f"{where} has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed.")
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key.strip() or key.startswith("$") or not _printable(key):
+        if not isinstance(key, str) or not key.strip() or key.startswith("$") or not is_text(key):
             raise InvalidInput(f"{where}: {key!r} is not a usable key (non-empty text, not starting with $).")
         if key in SYSTEM_KEYS:
             raise InvalidInput(f"{where}: {key!r} is reserved; reserved keys are {', '.join(sorted(SYSTEM_KEYS))}.")
@@ -77,14 +77,14 @@ def check_metadata(metadata: Any, where: str = "metadata") -> Metadata:
                 f"{where}: the value of {key!r} is {type(value).__name__}; "
                 "only text, numbers and true/false are allowed."
             )
-        if isinstance(value, str) and (len(value) > MAX_METADATA_TEXT or not _printable(value)):
+        if isinstance(value, str) and (len(value) > MAX_METADATA_TEXT or not is_text(value)):
             raise InvalidInput(
                 f"{where}: the value of {key!r} must be valid text of at most {MAX_METADATA_TEXT} characters."
             )
     return dict(metadata)
 
 
-def _printable(text: str) -> bool:
+def is_text(text: str) -> bool:
     """Encodable as UTF-8 (no lone surrogates, which arrive from bytes that were not UTF-8)."""
     try:
         text.encode("utf-8")
