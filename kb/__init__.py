@@ -35,10 +35,11 @@ _EXPORTS = {
     "parse_file": "kb.parsing",
     "parse_bytes": "kb.parsing",
     "SUPPORTED_EXTENSIONS": "kb.parsing",
-    "MAX_FILE_BYTES": "kb.parsing",
+    "MAX_FILE_BYTES": "kb.limits",
     "ChunkingOptions": "kb.chunking",
     "DEFAULT_CHUNKING": "kb.chunking",
     "IngestReport": "kb.ingest",
+    "IngestOutcome": "kb.ingest",
     # search
     "Hit": "kb.retrieval",
     "Reranker": "kb.retrieval",
@@ -93,6 +94,7 @@ __all__ = [
     "EmbedderError",
     "EmbedderMismatch",
     "Hit",
+    "IngestOutcome",
     "IngestReport",
     "InvalidInput",
     "KBError",
@@ -151,11 +153,12 @@ if TYPE_CHECKING:
     )
     from kb.filters import parse_filter
     from kb.fusion import DEFAULT_FUSION, DEFAULT_VECTOR_WEIGHT, FUSIONS
-    from kb.ingest import IngestReport
+    from kb.ingest import IngestOutcome, IngestReport
     from kb.jsontext import json_object
     from kb.knowledge_base import KnowledgeBase
     from kb.library import KBInfo, Library
-    from kb.parsing import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS, file_document, parse_bytes, parse_file
+    from kb.limits import MAX_FILE_BYTES
+    from kb.parsing import SUPPORTED_EXTENSIONS, file_document, parse_bytes, parse_file
     from kb.retrieval import DEFAULT_MODE, DEFAULT_TOP_K, MAX_TOP_K, MODES, Hit, Reranker, rerank_pool
     from kb.store import Store, default_data_dir
     from kb.tokenize import match_spans

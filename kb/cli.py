@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,60 +83,128 @@ def _chunking(args) -> ChunkingOptions:
     )
 
 
-def collect_documents(paths: list[str], args) -> tuple[list, list[str]]:
-    """Parse files (directories recursively); return documents and the errors of files that failed."""
-    from kb.parsing import PARSERS, parse_file
+def collect_documents(paths: list[str], args) -> list:
+    """Read files (directories recursively) into documents, in order; an input that cannot be read
+    becomes a failed ``IngestOutcome`` in its place (one bad file never stops the others). Document ids
+    follow ``kb.documents``: a file in a directory is named by its path relative to it."""
+    from kb.documents import file_name
+    from kb.ingest import IngestOutcome
+    from kb.parsing import parse_file
 
     metadata = json_object(args.metadata, "--metadata") or {}
-    docs, errors = [], []
+    inputs: list = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            raise InvalidInput(f"{raw}: no such file or directory.")
+        shown = file_name(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PARSERS)
-            if not files:
-                raise InvalidInput(f"{raw}: no supported files ({', '.join(sorted(PARSERS))}) in this directory.")
-            pairs = [(f, f.relative_to(path).as_posix()) for f in files]
-        else:
-            pairs = [(path, args.doc_id or path.name)]
-        for file, doc_id in pairs:
-            try:
-                doc = parse_file(file, doc_id)
-            except KBError as exc:
-                errors.append(str(exc))
-                continue
-            if args.title and not path.is_dir():
-                doc.title = args.title
-            doc.metadata = dict(metadata)
-            docs.append(doc)
-    return docs, errors
+            found = _directory_inputs(path, shown)
+            if not found:
+                inputs.append(IngestOutcome.failure(shown, "no files in this folder."))
+            for item in found:
+                if isinstance(item, IngestOutcome):
+                    inputs.append(item)
+                    continue
+                file, relative = item
+                inputs.append(_read(parse_file, file, relative, f"{shown.rstrip('/')}/{relative}", metadata))
+            continue
+        if not os.path.lexists(path):
+            inputs.append(IngestOutcome.failure(shown, "no such file or directory."))
+            continue
+        doc = _read(parse_file, path, args.doc_id or file_name(path.name), shown, metadata)
+        if args.title and not isinstance(doc, IngestOutcome):
+            doc.title = args.title
+        inputs.append(doc)
+    return inputs
+
+
+def _read(parse_file, file: Path, doc_id: str, shown: str, metadata: dict):
+    from kb.ingest import IngestOutcome
+
+    try:
+        doc = parse_file(file, doc_id, name=shown)
+    except KBError as exc:
+        return IngestOutcome.failure(shown, exc, doc_id)
+    doc.metadata = dict(metadata)
+    return doc
+
+
+def _directory_inputs(root: Path, shown: str) -> list:
+    """``(file, relative id)`` for every supported file under ``root`` (symlinked folders are not
+    followed), sorted; a folder that cannot be listed or a file of another type is an IngestOutcome."""
+    from kb.documents import file_name
+    from kb.ingest import SKIPPED, IngestOutcome
+    from kb.parsing import PARSERS
+
+    found: list = []
+
+    def unreadable(error: OSError) -> None:
+        where = file_name(Path(error.filename or "").relative_to(root).as_posix()) if error.filename else ""
+        found.append(
+            IngestOutcome.failure(f"{shown.rstrip('/')}/{where}", f"cannot list this folder ({error.strerror}).")
+        )
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        dirs.sort()
+        for name in sorted(files):
+            relative = file_name((Path(folder) / name).relative_to(root).as_posix())
+            if Path(name).suffix.lower() in PARSERS:
+                found.append((Path(folder) / name, relative))
+            else:
+                reason = f"unsupported file type {Path(name).suffix or '(none)'}"
+                found.append(IngestOutcome(f"{shown.rstrip('/')}/{relative}", SKIPPED, reason=reason))
+    return found
+
+
+def _ingest_table(kb_name: str, report) -> str:
+    from kb.ingest import INGESTED
+
+    head = (
+        f"{kb_name}: {len(report.outcomes)} inputs: {report.count(INGESTED)} ingested, {report.skipped} skipped, "
+        f"{report.failed} failed; {report.chunks} chunks: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.removed} removed ({report.seconds:.1f} s)"
+    )
+    if not report.complete:
+        head += "\nstopped before the end: run the same command again to finish"
+    rows = [
+        (o.status, o.name or o.doc_id, o.chunks, o.added, o.updated, o.unchanged, o.removed, o.reason)
+        for o in report.outcomes
+    ]
+    header = ["status", "input", "chunks", "added", "updated", "unchanged", "removed", "reason"]
+    return head + ("\n\n" + _table(rows, header) if rows else "")
 
 
 def cmd_ingest(args) -> int:
     from kb.documents import text_document
+    from kb.ingest import IngestOutcome, IngestReport
 
     if not args.paths and args.text is None:
         raise InvalidInput("Give files or directories to ingest, or --text '...'.")
-    docs, errors = collect_documents(args.paths, args) if args.paths else ([], [])
+    if args.doc_id and len(args.paths) + (args.text is not None) > 1:
+        raise InvalidInput("--doc-id names one document; give one file or --text with it.")
+    if args.doc_id and args.paths and Path(args.paths[0]).is_dir():
+        raise InvalidInput("--doc-id names one document; a folder's files are named by their paths in it.")
+    options = _chunking(args)
+    inputs = collect_documents(args.paths, args) if args.paths else []
     if args.text is not None:
         if not args.text.strip():
             raise InvalidInput("--text is empty.")
         metadata = json_object(args.metadata, "--metadata") or {}
-        docs.append(text_document(args.text, args.doc_id, title=args.title or "", metadata=metadata))
-    lib = _library(args)
-    embedder = make_embedder(args.embedder) if args.embedder else None
-    kb = lib.get_or_create(args.kb, embedder) if args.embedder else lib.get_or_create(args.kb)
-    report = kb.ingest(docs, _chunking(args), progress=_progress("embedding", args.json), failed=errors)
-    data = {"kb": kb.name, **report.as_dict()}
-    lines = [
-        f"{kb.name}: {report.documents} documents, {report.chunks} chunks: {report.added} added, "
-        f"{report.updated} updated, {report.unchanged} unchanged, {report.removed} removed, "
-        f"{report.failed} failed ({report.seconds:.1f} s)"
-    ]
-    lines += [f"  failed: {e}" for e in report.errors]
-    _emit(args, data, "\n".join(lines))
-    return 1 if report.failed and not report.documents else 0
+        inputs.append(text_document(args.text, args.doc_id, title=args.title or "", metadata=metadata))
+    if all(isinstance(i, IngestOutcome) for i in inputs):  # nothing readable: create no knowledge base
+        kb_name, report = args.kb, IngestReport(outcomes=inputs).tally()
+    else:
+        lib = _library(args)
+        embedder = make_embedder(args.embedder) if args.embedder else None
+        kb = lib.get_or_create(args.kb, embedder) if args.embedder else lib.get_or_create(args.kb)
+        report = kb.ingest(inputs, options, progress=_progress("embedding", args.json))
+        kb_name = kb.name
+    _emit(args, {"kb": kb_name, **report.as_dict()}, _ingest_table(kb_name, report))
+    if report.failed:
+        first = report.errors[0]
+        more = f" ({report.failed - 1} more listed above)" if report.failed > 1 else ""
+        print(f"error: {report.failed} of {len(report.outcomes)} inputs failed: {first}{more}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _hits_table(hits) -> str:
@@ -248,9 +317,9 @@ def cmd_demo(args) -> int:
     sample = resources.files("kb.resources") / "sample"
     with resources.as_file(sample) as folder:
         ns = argparse.Namespace(metadata=None, doc_id=None, title=None)
-        docs, errors = collect_documents([str(folder)], ns)
+        inputs = collect_documents([str(folder)], ns)
     kb = lib.get_or_create("demo 演示", make_embedder(DEFAULT_EMBEDDER))
-    report = kb.ingest(docs, progress=_progress("embedding", False))
+    report = kb.ingest(inputs, progress=_progress("embedding", False))
     print(
         f"Ingested {report.documents} sample documents into {kb.name!r} ({report.chunks} chunks, "
         f"{report.added} embedded now, {report.unchanged} already there) at {lib.data_dir}\n"
@@ -259,7 +328,7 @@ def cmd_demo(args) -> int:
         print(f"Q: {query}")
         print(_hits_table(kb.search(query, top_k=3)))
         print()
-    return 0 if not errors else 1
+    return 0 if not report.failed else 1
 
 
 def cmd_serve(args) -> int:
@@ -370,13 +439,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Arguments that name files: their bytes need not be UTF-8 (``kb.documents.file_name`` shows them).
+_PATH_ARGUMENTS = {"paths", "data_dir", "dataset", "func", "command"}
+
+
+def _check_text_arguments(args) -> None:
+    """Text arguments must be text: bytes that are not UTF-8 in ``argv`` arrive as lone surrogates,
+    which nothing can store or print; say which argument holds them."""
+    from kb.records import is_text
+
+    for key, value in vars(args).items():
+        if key not in _PATH_ARGUMENTS and isinstance(value, str) and not is_text(value):
+            flag = "the query" if key == "query" else "--" + key.replace("_", "-")
+            raise InvalidInput(f"{flag} holds bytes that are not valid UTF-8; pass it as UTF-8 text.")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") or exc.__class__.__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
+        _check_text_arguments(args)
         return args.func(args)
     except KBError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -29,6 +29,7 @@ PUBLIC = {
     "Embedder",
     "FUSIONS",
     "Hit",
+    "IngestOutcome",
     "IngestReport",
     "InvalidInput",
     "KBError",

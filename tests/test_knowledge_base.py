@@ -298,8 +298,10 @@ def test_bad_input_is_rejected_before_anything_is_written(library, e5):
         kb.ingest([SourceDocument("x", "a", metadata={"doc_id": "b"})])
     with pytest.raises(InvalidInput, match="only text, numbers"):
         kb.ingest([SourceDocument("x", "a", metadata={"tags": ["a"]})])
-    with pytest.raises(InvalidInput, match="twice"):
-        kb.ingest([SourceDocument("x", "a"), SourceDocument("y", "a")])
+    report = kb.ingest([SourceDocument("x", "a"), SourceDocument("y", "a"), SourceDocument("z", "b")])
+    assert [(o.doc_id, o.status) for o in report.outcomes] == [("a", "failed"), ("a", "failed"), ("b", "ingested")]
+    assert "2 different inputs of this ingest have the document id 'a'" in report.outcomes[0].reason
+    kb.delete_document("b")
     assert kb.collection.count() == 0
     for kwargs in (dict(top_k=0), dict(mode="fuzzy"), dict(score_threshold=2), dict(fusion="max"), dict(where="{bad")):
         with pytest.raises(InvalidInput):
