@@ -4,6 +4,7 @@ channel asks Chroma which of its candidates pass)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kb.errors import InvalidInput
@@ -12,6 +13,8 @@ from kb.jsontext import json_object
 COMPARISONS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 LOGICAL = {"$and", "$or"}
 Scalar = str | int | float | bool
+MAX_DEPTH = 32  # levels of $and/$or: far more than any real filter, far less than Python's recursion limit
+MAX_VALUES = 10_000  # values of one $in/$nin list (SQLite binds each as a variable; its limit is 32,766)
 
 
 def parse_filter(value: str | dict | None) -> dict | None:
@@ -21,18 +24,20 @@ def parse_filter(value: str | dict | None) -> dict | None:
     return None if value is None or value == {} else normalize_filter(value)
 
 
-def normalize_filter(where: Any, path: str = "filter") -> dict:
+def normalize_filter(where: Any, path: str = "filter", depth: int = 0) -> dict:
     """Validate and normalise: several top-level keys become an ``$and``; one-item ``$and``/``$or``
     lists become their item."""
+    if depth > MAX_DEPTH:
+        raise InvalidInput(f"The filter nests $and/$or more than {MAX_DEPTH} levels deep; simplify it.")
     if not isinstance(where, dict) or not where:
         raise InvalidInput(f'{path} must be a non-empty JSON object such as {{"lang": "zh"}}.')
     if len(where) > 1:
-        return {"$and": [normalize_filter({k: v}, path) for k, v in where.items()]}
+        return {"$and": [normalize_filter({k: v}, path, depth + 1) for k, v in where.items()]}
     ((key, value),) = where.items()
     if key in LOGICAL:
         if not isinstance(value, list) or not value:
             raise InvalidInput(f"{path}: {key} takes a non-empty list of conditions.")
-        parts = [normalize_filter(v, f"{path}.{key}[{i}]") for i, v in enumerate(value)]
+        parts = [normalize_filter(v, f"{path}.{key}[{i}]", depth + 1) for i, v in enumerate(value)]
         return parts[0] if len(parts) == 1 else {key: parts}
     if key.startswith("$"):
         raise InvalidInput(f"{path}: unknown operator {key}; use $and or $or to combine conditions.")
@@ -50,6 +55,8 @@ def _condition(value: Any, path: str) -> Any:
     if op in ("$in", "$nin"):
         if not isinstance(operand, list) or not operand or not all(_is_scalar(x) for x in operand):
             raise InvalidInput(f"{path}: {op} takes a non-empty list of values.")
+        if len(operand) > MAX_VALUES:
+            raise InvalidInput(f"{path}: {op} takes at most {MAX_VALUES} values.")
         if len({type(x) for x in operand}) > 1:
             raise InvalidInput(f"{path}: {op} values must all have the same type.")
         return {op: operand}
@@ -61,6 +68,9 @@ def _condition(value: Any, path: str) -> Any:
 
 
 def _is_scalar(value: Any) -> bool:
+    """Text, a boolean or a finite number (JSON's ``1e400`` and ``NaN`` arrive as inf and nan)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"The filter holds {value!r}, which is not a finite number; use an ordinary number.")
     return isinstance(value, str | int | float | bool)
 
 

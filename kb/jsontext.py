@@ -17,6 +17,8 @@ def json_object(value: Any, what: str) -> dict | None:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}).") from None
+        except RecursionError:
+            raise InvalidInput(f"{what} is nested too deeply to read.") from None
     if not isinstance(value, dict):
         raise InvalidInput(f'{what} must be a JSON object, e.g. {{"lang": "zh"}}.')
     return value
