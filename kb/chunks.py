@@ -22,7 +22,7 @@ import numpy as np
 
 from kb.cooperative import yield_now
 from kb.embedders import Embedder
-from kb.errors import EmbedderMismatch
+from kb.errors import EmbedderMismatch, NotFound
 from kb.keyword_index import IndexUnusable, KeywordIndex
 from kb.store import Store
 from kb.tokenize import KeywordTokenizer, index_text
@@ -164,6 +164,28 @@ class ChunkStore:
             )
 
     # ------------------------------------------------------------------ writes
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The write lock, with this KB still there. ``Library.drop`` takes the same lock, so a KB
+        dropped by another process meanwhile ends this writer with a clear error, before it writes
+        to a deleted collection or recreates the dropped KB's keyword index."""
+        with self.lock.hold():
+            if not self._still_exists():
+                raise NotFound(
+                    f"Knowledge base {self.name!r} was dropped by another process while this was writing to it; "
+                    "nothing more was written. Create it again to ingest into it."
+                )
+            yield
+
+    def _still_exists(self) -> bool:
+        from chromadb.errors import NotFoundError
+
+        try:
+            current = self.store.client.get_collection(self.collection.name, embedding_function=None)
+        except (NotFoundError, ValueError):
+            return False
+        return current.id == self.collection.id
+
     def write_chunks(self, ids: list[str], vectors: np.ndarray, documents: list[str], metadatas: list[dict]) -> None:
         """Add new chunks to Chroma and the keyword index as one recoverable step.
 
@@ -174,7 +196,7 @@ class ChunkStore:
         step = self.store.max_batch
         for s in range(0, len(ids), step):
             part = slice(s, s + step)
-            with self.lock.hold():
+            with self.writing():
                 self.keyword.mark_pending(ids[part])
                 self.collection.add(
                     ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
@@ -186,7 +208,7 @@ class ChunkStore:
         """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same)."""
         step = self.store.max_batch
         for s in range(0, len(ids), step):
-            with self.lock.hold():
+            with self.writing():
                 self.collection.update(ids=ids[s : s + step], metadatas=metadatas[s : s + step])
             yield_now()
 
@@ -194,7 +216,7 @@ class ChunkStore:
         step = self.store.max_batch
         for s in range(0, len(ids), step):
             part = ids[s : s + step]
-            with self.lock.hold():
+            with self.writing():
                 self.keyword.mark_pending(part)
                 self.collection.delete(ids=part)
                 self.keyword.apply(deletes=part)
@@ -206,7 +228,7 @@ class ChunkStore:
         and by its usual rule at the end (if the block fails, at the next write)."""
         with self.keyword.bulk():
             yield
-        with self.lock.hold():
+        with self.writing():
             self.keyword.settle()
 
     # ------------------------------------------------------------------ keyword index upkeep

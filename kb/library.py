@@ -130,37 +130,54 @@ class Library:
         return col
 
     def create(self, name: str, embedder: Embedder | None, chunking: ChunkingOptions | None = None) -> KnowledgeBase:
-        """Create a KB. ``chunking``: the options its ingests use unless they pass their own
-        (recorded with the KB; default ``DEFAULT_CHUNKING``)."""
-        display = names.normalize_name(name)
-        with storage_errors(), self.store.lock.hold():
-            if self._collection(display) is not None:
-                raise InvalidInput(f"A knowledge base named {display!r} already exists.")
-            dimension = (embedder.dimension if embedder else KEYWORD_ONLY_DIMENSION) or 0
-            if embedder is not None and not dimension:
-                dimension = len(embedder.embed_query("dimension probe"))
-            metadata = {
-                "kb_name": display,
-                "kb_embedder": embedder.name if embedder else KEYWORD_ONLY,
-                "kb_dimension": int(dimension),
-                "kb_format": KB_FORMAT,
-                "kb_created_at": utc_timestamp(),
-            }
-            if chunking is not None:
-                metadata["kb_chunking"] = json.dumps(chunking.as_dict(), sort_keys=True)
-            self.store.client.create_collection(
-                names.collection_name(display),
-                metadata=metadata,
-                configuration={"hnsw": HNSW},
-                embedding_function=None,
-            )
+        """Create a KB; InvalidInput if one of that name exists. ``chunking``: the options its
+        ingests use unless they pass their own (recorded with the KB; default ``DEFAULT_CHUNKING``)."""
+        display, _ = self._create(name, embedder, chunking, exist_ok=False)
         return self.get(display, embedder)
 
     def get_or_create(self, name: str, embedder: Embedder | Any | None = _AUTO) -> KnowledgeBase:
-        """For ingest: open the KB, or create it with ``embedder`` (default: the local e5 model)."""
+        """For ingest: open the KB, or create it with ``embedder`` (default: the local e5 model).
+        Race-free: processes doing this at once all get the one KB that the first of them created
+        (and each checks its embedder against it, as when the KB existed before)."""
         if self.exists(name):
             return self.get(name, embedder)
-        return self.create(name, make_embedder(DEFAULT_EMBEDDER) if embedder is _AUTO else embedder)
+        chosen = make_embedder(DEFAULT_EMBEDDER) if embedder is _AUTO else embedder
+        display, created = self._create(name, chosen, None, exist_ok=True)
+        return self.get(display, chosen if created else embedder)
+
+    def _create(
+        self, name: str, embedder: Embedder | None, chunking: ChunkingOptions | None, *, exist_ok: bool
+    ) -> tuple[str, bool]:
+        """Create the KB's collection unless it exists (checked under the directory's lock, so two
+        processes never both create it). Returns its display name and whether it was created now."""
+        display = names.normalize_name(name)
+        with storage_errors(), self.store.lock.hold():
+            created = self._collection(display) is None
+            if created:
+                self._create_collection(display, embedder, chunking)
+            elif not exist_ok:
+                raise InvalidInput(f"A knowledge base named {display!r} already exists.")
+        return display, created
+
+    def _create_collection(self, display: str, embedder: Embedder | None, chunking: ChunkingOptions | None) -> None:
+        dimension = (embedder.dimension if embedder else KEYWORD_ONLY_DIMENSION) or 0
+        if embedder is not None and not dimension:
+            dimension = len(embedder.embed_query("dimension probe"))
+        metadata = {
+            "kb_name": display,
+            "kb_embedder": embedder.name if embedder else KEYWORD_ONLY,
+            "kb_dimension": int(dimension),
+            "kb_format": KB_FORMAT,
+            "kb_created_at": utc_timestamp(),
+        }
+        if chunking is not None:
+            metadata["kb_chunking"] = json.dumps(chunking.as_dict(), sort_keys=True)
+        self.store.client.create_collection(
+            names.collection_name(display),
+            metadata=metadata,
+            configuration={"hnsw": HNSW},
+            embedding_function=None,
+        )
 
     def drop(self, name: str) -> None:
         kb = self.get(name)

@@ -101,6 +101,8 @@ def _advice(exc: BaseException) -> str:
             "Chroma's files are damaged; restore the data directory from a backup "
             "(the keyword index is rebuilt from Chroma by itself)."
         )
+    if "does not exist" in text:
+        return "The knowledge base was dropped meanwhile (by another process?); open or create it again."
     if "readonly" in text or "read-only" in text or "permission" in text:
         return "The data directory is not writable by this process."
     if "disk" in text and "full" in text:
@@ -152,8 +154,15 @@ class Store:
 
     @property
     def client(self) -> Any:
-        """One ``PersistentClient`` per data directory per process (Chroma leaks per client, chroma#5843)."""
-        with _clients_lock:
+        """One ``PersistentClient`` per data directory per process (Chroma leaks per client, chroma#5843).
+
+        The first open in a process holds the directory's write lock: opening creates Chroma's
+        tables (or migrates them) and two processes doing it at once fail with "table collections
+        already exists". The write lock before the process-wide one, as every writer takes them."""
+        client = _clients.get(self.data_dir)
+        if client is not None:
+            return client
+        with self.lock.hold(), _clients_lock:
             client = _clients.get(self.data_dir)
             if client is None:
                 import chromadb
