@@ -42,7 +42,8 @@ BOMB_MIN_BYTES = 8 * 1024 * 1024
 
 
 def mb(n: int) -> str:
-    return f"{n / 2**20:g} MB"
+    """Bytes for a person: ``100 MB``, ``20.3 MB``, ``3072 MB``."""
+    return f"{round(n / 2**20, 1):g} MB"
 
 
 @dataclass

@@ -9,11 +9,15 @@ refused with a message saying so. pypdf's own limits on decompressed streams rai
 from __future__ import annotations
 
 import io
+import logging
 import re
 import unicodedata
 
 from kb.errors import ParseError
 from kb.limits import Budget
+
+# pypdf logs each oddity of a damaged file as a warning; the ParseError below is what a user reads.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 # PDF fonts often map common Chinese characters to the look-alike Kangxi radicals (⼯ U+2F2F for
 # 工): NFKC turns them back, so that chunks read, embed and match as the characters they show.
