@@ -162,3 +162,89 @@ def test_demo_prints_hybrid_answers_in_both_languages(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Q: 年假可以顺延吗？" in out and "员工手册" in out
     assert "reciprocal" in out.lower() and "semantic #" in out and "keyword #" in out
+
+
+def test_ingest_reports_every_file_and_names_files_by_their_path_in_the_folder(run, tmp_path):
+    folder = tmp_path / "docs"
+    for sub, text in (("a", "Report A: revenue grew by ten percent."), ("b", "Report B: costs fell sharply.")):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "report.txt").write_text(text, encoding="utf-8")
+    (folder / os.fsdecode("年假.txt".encode("gbk"))).write_bytes("年假十天，可以顺延。".encode("gbk"))
+    (folder / "photo.png").write_bytes(b"\x89PNG")
+    (folder / "broken.json").write_text("{oops", encoding="utf-8")
+    out, err = run("ingest", str(folder), "--kb", "kb", "--embedder", "none", "--json", ok=False)
+    report = json.loads(out)
+    rows = {o["name"].removeprefix(f"{folder}/"): (o["status"], o["reason"]) for o in report["outcomes"]}
+    assert rows["a/report.txt"] == ("ingested", "") and rows["b/report.txt"] == ("ingested", "")
+    assert rows["年假.txt"] == ("ingested", "")  # a GBK file name (from a Windows zip), content in GBK
+    assert rows["photo.png"] == ("skipped", "unsupported file type .png")
+    assert rows["broken.json"][0] == "failed" and "invalid JSON at line 1" in rows["broken.json"][1]
+    assert [o["doc_id"] for o in report["outcomes"] if o["status"] == "ingested"] == [
+        "年假.txt",  # a folder's own files, then its sub-folders, each sorted
+        "a/report.txt",
+        "b/report.txt",
+    ]
+    assert err.count("\n") == 1 and err.startswith("error: 1 of 5 inputs failed: ") and "broken.json" in err
+    out, _ = run("search", "年假", "--kb", "kb", "--mode", "keyword", "--json")
+    assert json.loads(out)[0]["doc_id"] == "年假.txt" and "顺延" in json.loads(out)[0]["content"]
+
+    # the same document again, on purpose (a table for people this time)
+    out, _ = run("ingest", str(folder / "a" / "report.txt"), "--doc-id", "a/report.txt", "--kb", "kb")
+    assert out.splitlines()[0].startswith("kb: 1 inputs: 0 ingested, 1 skipped, 0 failed; 1 chunks")
+    assert out.splitlines()[-1].startswith("skipped ") and "unchanged: already stored as it is" in out
+
+
+def test_two_files_with_one_name_are_refused_together_and_the_rest_is_ingested(run, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "report.txt").write_text(f"Report {sub}.", encoding="utf-8")
+    (tmp_path / "other.md").write_text("Other text.", encoding="utf-8")
+    files = [str(tmp_path / "a" / "report.txt"), str(tmp_path / "b" / "report.txt"), str(tmp_path / "other.md")]
+    out, err = run("ingest", *files, "--kb", "kb", "--embedder", "none", "--json", ok=False)
+    report = json.loads(out)
+    assert [o["status"] for o in report["outcomes"]] == ["failed", "failed", "ingested"]
+    assert "have the document id 'report.txt'" in report["outcomes"][0]["reason"]
+    assert err.startswith("error: 2 of 3 inputs failed: ") and err.count("\n") == 1
+    out, _ = run("docs", "--kb", "kb", "--json")
+    assert [d["doc_id"] for d in json.loads(out)] == ["other.md"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["ingest", "--text", "bad \udcff", "--kb", "x"], "--text holds bytes that are not valid UTF-8"),
+        (["ingest", "--text", "ok", "--doc-id", "\udce9", "--kb", "x"], "--doc-id holds bytes"),
+        (["ingest", "--text", "ok", "--metadata", '{"a": "\udcff"}', "--kb", "x"], "--metadata holds bytes"),
+        (["search", "q\udcff", "--kb", "x"], "the query holds bytes"),
+        (["ingest", "--text", "ok", "--kb", "x", "--separator", "\\", "--embedder", "none"], None),
+        (["ingest", "--text", "a", "--doc-id", "d", "some.txt", "--kb", "x"], "--doc-id names one document"),
+    ],
+)
+def test_text_arguments_that_are_not_text_get_one_line(run, args, message):
+    _, err = run(*args, ok=message is None)
+    assert "Traceback" not in err
+    if message:
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "where,message",
+    [
+        ('{"year": 1e400}', "not a finite number"),
+        ('{"year": NaN}', "not a finite number"),
+        ('{"year": {"$in": [1, Infinity]}}', "not a finite number"),
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
+        ('{"$or": [' * 40 + '{"a": 1}' + "]}" * 40, "more than 32 levels"),
+        ('{"a": {"$in": [' + ",".join(["1"] * 10_001) + "]}}", "at most 10000 values"),
+    ],
+)
+def test_filters_that_cannot_be_evaluated_get_one_line(run, where, message):
+    run("ingest", "--text", "Some text.", "--kb", "kb", "--embedder", "none")
+    _, err = run("search", "text", "--kb", "kb", "--filter", where, ok=False)
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_lock_timeout_that_is_not_a_number_gets_one_line(run, monkeypatch):
+    monkeypatch.setenv("CHROMA_KB_LOCK_TIMEOUT", "soon")
+    _, err = run("ingest", "--text", "Some text.", "--kb", "kb", "--embedder", "none", ok=False)
+    assert err == "error: CHROMA_KB_LOCK_TIMEOUT must be a number of seconds from 0 to 86400; got 'soon'.\n"
