@@ -69,13 +69,14 @@ class IngestOutcome:
     @property
     def message(self) -> str:
         """One line for a person: ``name: reason`` (or the status and counts)."""
-        label = self.name or self.doc_id or "input"
+        label = self.name or self.doc_id
         if self.status == INGESTED:
             return (
                 f"{label}: {self.chunks} chunks ({self.added} added, {self.updated} updated, "
                 f"{self.unchanged} unchanged, {self.removed} removed)"
             )
-        return f"{label}: {self.reason or self.status}"
+        reason = self.reason or self.status
+        return f"{label}: {reason}" if label else reason  # an older caller's message names the input
 
     def as_dict(self) -> dict:
         return asdict(self)
