@@ -23,7 +23,8 @@ def parse_html(data: bytes, name: str, budget: Budget) -> tuple[str, str]:
 
 def paragraphs(lines: Iterable[str]) -> str:
     """Join lines, turning runs of empty lines into one paragraph break."""
-    out, blank = [], False
+    out: list[str] = []
+    blank = False
     for line in lines:
         if line:
             if blank and out:
