@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -83,7 +84,7 @@ def condition_to_where(condition: Any) -> dict | None:
         return None
     if not isinstance(condition, dict):
         raise InvalidInput("metadata_condition must be an object with logical_operator and conditions.")
-    logical = (condition.get("logical_operator") or "and").lower()
+    logical = str(condition.get("logical_operator") or "and").lower()
     if logical not in ("and", "or"):
         raise InvalidInput(f"metadata_condition.logical_operator must be 'and' or 'or', got {logical!r}.")
     items = condition.get("conditions") or []
@@ -201,14 +202,18 @@ def check_authorization(header: str | None, api_key: str) -> Reply | None:
 
 
 def _parse_body(raw: bytes, content_type: str) -> dict | None:
-    """The JSON body, or None for Dify's connection check (empty or non-JSON body)."""
-    if not raw.strip() or "json" not in (content_type or "").lower():
+    """The JSON body, or None for Dify's connection check (an empty body, or one that is not JSON
+    and not declared as JSON). A JSON body is read whatever its content type says."""
+    if not raw.strip():
         return None
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        if "json" not in (content_type or "").lower():
+            return None
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidInput(
-            f"The request body is not valid JSON ({exc}); note that Dify's plugin daemon cuts bodies at 10 MB."
+            f"The request body is not valid JSON ({reason}); note that Dify's plugin daemon cuts bodies at 10 MB."
         ) from None
     if not isinstance(body, dict):
         raise InvalidInput("The request body must be a JSON object.")
@@ -222,11 +227,17 @@ def _retrieval_setting(body: dict) -> tuple[int, float]:
     top_k, threshold = setting.get("top_k", DEFAULT_TOP_K), setting.get("score_threshold", 0.0)
     if top_k is None:
         top_k = DEFAULT_TOP_K
-    if isinstance(top_k, bool) or not isinstance(top_k, int | float) or top_k < 1 or int(top_k) != top_k:
+    if (
+        isinstance(top_k, bool)
+        or not isinstance(top_k, int | float)
+        or not math.isfinite(top_k)
+        or top_k < 1
+        or int(top_k) != top_k
+    ):
         raise InvalidInput(f"retrieval_setting.top_k must be a whole number of at least 1, got {top_k!r}.")
     if threshold is None:
         threshold = 0.0
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:  # NaN fails
         raise InvalidInput(f"retrieval_setting.score_threshold must be between 0 and 1, got {threshold!r}.")
     return min(int(top_k), MAX_TOP_K), float(threshold)
 

@@ -4,6 +4,7 @@ or ""). These helpers coerce them and raise InvalidInput with the parameter's na
 from __future__ import annotations
 
 import ast
+import math
 
 from kb import InvalidInput
 from kb import json_object as parse_json_object
@@ -26,8 +27,10 @@ def number(
         return default
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"Parameter '{name}' must be a number; got {value!r}.") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"Parameter '{name}' must be a finite number; got {value!r}.")
     if integer and number != int(number):
         raise InvalidInput(f"Parameter '{name}' must be a whole number; got {value!r}.")
     if not lo <= number <= hi:

@@ -79,7 +79,9 @@ def namespace(storage, root: Path) -> str:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageNotConfigured(f"Cannot create the data folder {root}: {exc.strerror}.") from exc
+        raise StorageNotConfigured(
+            f"Cannot create the data folder (CHROMA_KB_DATA_DIR or the daemon's storage folder): {exc.strerror}."
+        ) from exc
     # A new FileLock object per call: its own file descriptor, so the lock excludes the other
     # greenlets and threads of this process as well as other processes (flock is per descriptor).
     lock = filelock.FileLock(str(root / NAMESPACE_LOCK), thread_local=False)

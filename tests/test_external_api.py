@@ -194,6 +194,57 @@ def test_bad_requests_are_400_with_a_message(library, e5, kwargs, message):
     assert reply.status == 400 and message in reply.body["error_msg"]
 
 
+def _raw(text: str) -> dict:
+    return dict(raw=text.encode())
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (_raw('{"knowledge_id": "员工手册", "query": "q", "retrieval_setting": {"top_k": Infinity}}'), "top_k"),
+        (_raw('{"knowledge_id": "员工手册", "query": "q", "retrieval_setting": {"top_k": NaN}}'), "top_k"),
+        (_raw('{"knowledge_id": "员工手册", "query": "q", "retrieval_setting": {"score_threshold": NaN}}'), "score_"),
+        (
+            _raw(
+                '{"knowledge_id": "员工手册", "query": "q", "metadata_condition": {"conditions": '
+                '[{"name": "year", "comparison_operator": ">", "value": 1e400}]}}'
+            ),
+            "finite",
+        ),
+        (
+            _raw(
+                '{"knowledge_id": "员工手册", "query": "q", "metadata_condition": {"conditions": '
+                '[{"name": "year", "comparison_operator": "=", "value": NaN}]}}'
+            ),
+            "finite",
+        ),
+        (
+            dict(
+                body=query(
+                    "q",
+                    condition={
+                        "conditions": [{"name": "lang", "comparison_operator": "in", "value": list(range(100_000))}]
+                    },
+                )
+            ),
+            "values",
+        ),
+        (dict(body=query("q", condition={"logical_operator": 1, "conditions": []})), "logical_operator"),
+        (_raw("[" * 100_000 + "]" * 100_000), "nested too deeply"),
+    ],
+)
+def test_hostile_requests_are_400_with_one_line_and_no_path(library, e5, kwargs, message):
+    reply = call(library, e5, **kwargs)
+    assert reply.status == 400, reply.body
+    text = reply.body["error_msg"]
+    assert message in text and "\n" not in text and str(library.data_dir) not in text
+
+
+def test_a_json_query_is_answered_whatever_its_content_type(library, e5):
+    reply = call(library, e5, query("年假能顺延吗"), content_type="text/plain")
+    assert reply.status == 200 and reply.body["records"]
+
+
 def test_settings_default_to_the_adaptive_score_fusion():
     assert (Settings.parse({"api_key": KEY}).fusion, Settings.parse({"api_key": KEY}).vector_weight) == ("zscore", None)
     assert Settings.parse({"api_key": KEY, "vector_weight": " "}).vector_weight is None

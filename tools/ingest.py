@@ -14,6 +14,7 @@ from kb import (
     DEFAULT_CHUNKING,
     DEFAULT_EMBEDDER,
     ChunkingOptions,
+    IngestOutcome,
     InvalidInput,
     KBError,
     SourceDocument,
@@ -53,37 +54,35 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
             ),
         )
         metadata = p.json_object(params, "metadata") or {}
-        documents, failed = self._documents(params, metadata)
-        if not documents and not failed:
+        inputs = self._documents(params, metadata)
+        if not inputs:
             raise InvalidInput("Nothing to ingest: give 'Text' and/or 'Files'.")
 
         library = self.library
         source = p.choice(params, "embedding_source", SOURCES, "auto")
         existing = library.get(name) if library.exists(name) else None
+        if existing is None and all(isinstance(i, IngestOutcome) for i in inputs):
+            # Nothing readable: say why per file, and create no empty knowledge base.
+            lines = "\n".join(f"- {o.message}" for o in inputs if isinstance(o, IngestOutcome))
+            raise InvalidInput(f"None of the inputs could be read, so {name!r} was not created:\n{lines}")
         embedder = self._embedder(source, params, existing)
-        kb = existing or library.create(name, embedder)
+        kb = existing or library.get_or_create(name, embedder)  # another call may create it meanwhile
 
         def work(progress):
-            return kb.ingest(
-                documents,
-                options,
-                progress=progress,
-                failed=failed,
-                deadline=started + budget,
-                embedder=embedder,
-            )
+            return kb.ingest(inputs, options, progress=progress, deadline=started + budget, embedder=embedder)
 
         report = yield from self.stream_progress(work, "Embedding chunks")
         summary = (
             f"{kb.name}: {report.documents} documents, {report.chunks} chunks — {report.added} added, "
-            f"{report.updated} updated, {report.unchanged} unchanged, {report.removed} removed, {report.failed} failed."
+            f"{report.updated} updated, {report.unchanged} unchanged, {report.removed} removed, "
+            f"{report.skipped} skipped, {report.failed} failed."
         )
         if not report.complete:
             summary += (
                 f" Stopped after {budget:g} s to stay inside Dify's time limit; run this node again with the "
                 "same input to continue (finished chunks are skipped)."
             )
-        summary += "".join(f"\n- failed: {e}" for e in report.errors)
+        summary += "".join(f"\n- {o.status}: {o.message}" for o in report.outcomes if o.status != "ingested")
         data = {"knowledge_base": kb.name, "embedder": kb.embedder_name, **report.as_dict()}
         for key in ("added", "updated", "unchanged", "removed", "failed", "complete"):
             yield self.create_variable_message(key, data[key])
@@ -91,10 +90,12 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
         yield self.create_json_message(data)
         yield self.create_text_message(summary)
 
-    def _documents(self, params: dict, metadata: dict) -> tuple[list[SourceDocument], list[str]]:
+    def _documents(self, params: dict, metadata: dict) -> list[SourceDocument | IngestOutcome]:
+        """The inputs in order: a document per text or readable file, a failed outcome per file
+        that could not be downloaded or read."""
         doc_id = p.text(params, "document_id")
         title = p.text(params, "title")
-        docs, failed = [], []
+        docs: list[SourceDocument | IngestOutcome] = []
         text = p.text(params, "text")
         if text:
             docs.append(text_document(text, doc_id, title=title, metadata=dict(metadata)))
@@ -107,12 +108,12 @@ class IngestTool(tooling.KBTool):  # via the module: the SDK loads the one Tool 
             try:
                 body, found_title = parse_bytes(download(file), name)
             except KBError as exc:
-                failed.append(str(exc))
+                docs.append(IngestOutcome.failure(name, exc))
                 continue
             this_id = doc_id if doc_id and single else (f"{doc_id}/{name}" if doc_id else name)
             this_title = (title if single else "") or found_title or name
             docs.append(SourceDocument(body, this_id, title=this_title, source=name, metadata=dict(metadata)))
-        return docs, failed
+        return docs
 
     def _embedder(self, source: str, params: dict, existing):
         if source == "auto":
