@@ -3,7 +3,8 @@
 
 - ``zscore`` (the default): both channels' scores for every candidate of either channel, each
   standardised over those candidates, mixed with a vector weight that adapts to how much of the
-  query the keyword channel matched; the keyword side also counts how many of the query's words a
+  query the keyword channel matched and moves to the vectors when most of the keyword hits hold
+  every query word (saturation); the keyword side also counts how many of the query's words a
   chunk holds (coverage). Measured in ``bench/RESULTS.md``.
 - ``rrf``: reciprocal rank fusion over the two ranked lists.
 - ``weighted``: Dify's "weighted score" over scores in [0, 1].
@@ -29,6 +30,10 @@ ADAPTIVE_BASE, ADAPTIVE_SLOPE, ADAPTIVE_MIN, ADAPTIVE_MAX = 0.8, 0.5, 0.3, 0.9
 # zscore's keyword evidence: z(BM25) + COVERAGE_WEIGHT × z(query-word coverage). Tuned on the same
 # queries as the adaptive weight (scifact train, the medqa-zh tuning fifth).
 COVERAGE_WEIGHT = 0.4
+# Keyword saturation (``default_vector_weight``): how many of the keyword channel's best hits are
+# looked at, one result page. Not tuned: when more than half of them hold every query word, the
+# weight moves toward ADAPTIVE_MAX, the adaptive weight's own ceiling, reaching it when all do.
+SATURATION_DEPTH = 10
 
 
 def rrf[K: Hashable](
@@ -65,6 +70,31 @@ def adaptive_vector_weight(keyword_share: float) -> float:
     of the query's BM25 evidence: the less of the query the keywords matched (long questions, few
     shared words), the more the vectors decide."""
     return min(ADAPTIVE_MAX, max(ADAPTIVE_MIN, ADAPTIVE_BASE - ADAPTIVE_SLOPE * keyword_share))
+
+
+def keyword_saturation[K: Hashable](
+    keyword_ranked: Sequence[K], coverage: Mapping[K, float], query_evidence: float = 1.0
+) -> float:
+    """Share of the keyword channel's best ``SATURATION_DEPTH`` hits that hold every word of the
+    query: coverage equal to the query's whole IDF mass, ``query_evidence`` (1 when coverage is a
+    share of it, as in ``Evidence``). When all of them do, BM25 tells them apart only by
+    repetitions and length: the keywords have said what they can. Chinese queries never saturate:
+    their evidence includes character bigrams, which coverage does not count."""
+    top = keyword_ranked[:SATURATION_DEPTH]
+    if not top or query_evidence <= 0:
+        return 0.0
+    return sum(coverage.get(cid, 0.0) >= 0.999 * query_evidence for cid in top) / len(top)
+
+
+def default_vector_weight(keyword_share: float, saturation: float) -> float:
+    """The default hybrid's vector weight for one query, from what its keyword hits show: the
+    adaptive weight from the share of the query's evidence the best keyword hit carries, moved
+    toward ``ADAPTIVE_MAX`` as the keyword channel saturates beyond half of its top hits (most of
+    the result page holding every query word: short queries on a topic the corpus covers many
+    times, where BM25 only counts repetitions and length). A few hits holding every word is a
+    keyword match doing its job, and changes nothing."""
+    w = adaptive_vector_weight(keyword_share)
+    return w + max(0.0, 2 * saturation - 1) * (ADAPTIVE_MAX - w)
 
 
 def _standardized[K: Hashable](scores: Mapping[K, float], ids: Sequence[K]) -> list[float]:
@@ -138,7 +168,11 @@ class Evidence[K: Hashable]:
 def fuse[K: Hashable](fusion: str, evidence: Evidence[K], vector_weight: float | None = None) -> dict[K, float]:
     """The hybrid score of every candidate, in [0, 1], by the named fusion."""
     if fusion == "zscore":
-        weight = adaptive_vector_weight(evidence.best_keyword_share) if vector_weight is None else vector_weight
+        weight = vector_weight
+        if weight is None:
+            ranked = [key for key, _ in evidence.keyword]
+            saturation = keyword_saturation(ranked, evidence.coverage or {})
+            weight = default_vector_weight(evidence.best_keyword_share, saturation)
         return zscore(evidence.cosine, evidence.keyword_share, weight, evidence.coverage)
     if fusion == "weighted":
         weight = DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight

@@ -9,7 +9,7 @@ Scores are always in [0, 1] and ``score_threshold`` applies to the final score:
 - ``hybrid`` + ``zscore`` (default): logistic of the weighted sum of both channels' z-scores over
   this query's candidates (the keyword side also counting how many query words a chunk holds);
   0.5 = an average candidate, near 1 = far above the others. Without a ``vector_weight`` the
-  weight adapts to the query (``kb.fusion.adaptive_vector_weight``).
+  weight adapts to the query (``kb.fusion.default_vector_weight``).
 - ``hybrid`` + ``rrf``: reciprocal rank fusion divided by its maximum; 1.0 = first in both channels.
 - ``hybrid`` + ``weighted``: vector_weight·semantic + (1 − vector_weight)·keyword (0.7 by default),
   every candidate scored by both channels.

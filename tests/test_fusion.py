@@ -1,7 +1,21 @@
+import math
+import random
+
 import pytest
 
 from kb.errors import InvalidInput
-from kb.fusion import ADAPTIVE_MAX, ADAPTIVE_MIN, adaptive_vector_weight, rrf, weighted, zscore
+from kb.fusion import (
+    ADAPTIVE_MAX,
+    ADAPTIVE_MIN,
+    Evidence,
+    adaptive_vector_weight,
+    default_vector_weight,
+    fuse,
+    keyword_saturation,
+    rrf,
+    weighted,
+    zscore,
+)
 
 
 def test_rrf_is_one_for_first_in_both_and_orders_by_agreement():
@@ -61,3 +75,87 @@ def test_bad_fusion_arguments():
         weighted([], [], 1.5)
     with pytest.raises(InvalidInput):
         zscore({"a": 1.0}, {"a": 1.0}, -0.1)
+
+
+# --- the default never does worse than the better channel when the other one is pure noise ---
+
+
+def _ndcg10(ranked: list[str], relevant: set[str]) -> float:
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked[:10]) if d in relevant)
+    return dcg / sum(1 / math.log2(i + 2) for i in range(min(10, len(relevant))))
+
+
+def _ranked(scores: dict[str, float]) -> list[str]:
+    return sorted(scores, key=lambda d: -scores[d])
+
+
+def _noise_case(seed: int, noisy: str):
+    """100 candidates, 3 relevant. The good channel puts the relevant ones clearly (not hugely)
+    above the rest; the noisy channel is uniform noise, independent of relevance. Returns the
+    relevant ids, cosines, BM25, coverage and the query's IDF mass (the highest possible BM25)."""
+    rng = random.Random(seed)
+    ids = [f"d{i}" for i in range(100)]
+    words = 3.0
+    if noisy == "keyword":
+        # A query of common words: every candidate holds all of them, BM25 differs by chance.
+        cosine = {d: (0.70 - 0.02 * i if i < 3 else rng.uniform(0.30, 0.55)) for i, d in enumerate(ids)}
+        bm25 = {d: rng.uniform(2.0, 2.6) for d in ids}
+        coverage = dict.fromkeys(ids, words)
+    else:
+        # An embedder that does not know the language: cosines are noise. The relevant passages
+        # hold every query word, several times (their BM25 is 0.8 of the highest possible).
+        bm25 = {d: (2.4 - 0.1 * i if i < 3 else rng.uniform(0.0, 1.6)) for i, d in enumerate(ids)}
+        coverage = {d: (words if i < 3 else float(rng.randint(0, 1))) for i, d in enumerate(ids)}
+        cosine = {d: rng.uniform(0.2, 0.5) for d in ids}
+    return set(ids[:3]), cosine, bm25, coverage, words
+
+
+def _default(cosine, bm25, coverage, words) -> dict[str, float]:
+    """The default fusion as search calls it: keyword scores and coverage as shares of the query's
+    whole evidence (``words``)."""
+    share = {d: s / words for d, s in bm25.items()}
+    evidence = Evidence(
+        semantic=sorted(cosine.items(), key=lambda p: -p[1]),
+        keyword=sorted(share.items(), key=lambda p: -p[1]),
+        cosine=cosine,
+        keyword_share=share,
+        coverage={d: c / words for d, c in coverage.items()},
+        best_keyword_share=max(share.values()),
+    )
+    return fuse("zscore", evidence)
+
+
+@pytest.mark.parametrize("noisy", ["keyword", "semantic"])
+def test_default_never_ranks_below_the_better_channel_when_the_other_is_noise(noisy):
+    equal_weights_lost = 0
+    for seed in range(100):
+        relevant, cosine, bm25, coverage, words = _noise_case(seed, noisy)
+        better = _ndcg10(_ranked(cosine if noisy == "keyword" else bm25), relevant)
+        assert _ndcg10(_ranked(_default(cosine, bm25, coverage, words)), relevant) >= better
+        equal_weights_lost += _ndcg10(_ranked(zscore(cosine, bm25, 0.5, coverage)), relevant) < better
+    # The case is not trivial: equal weights lose to the better channel on it.
+    assert equal_weights_lost > 0
+
+
+def test_keyword_noise_beat_the_previous_default():
+    # The keyword-share weight alone (before saturation) follows the noise in this case.
+    lost = 0
+    for seed in range(20):
+        relevant, cosine, bm25, coverage, words = _noise_case(seed, "keyword")
+        share = max(bm25.values()) / words
+        lost += _ndcg10(_ranked(zscore(cosine, bm25, adaptive_vector_weight(share), coverage)), relevant) < 1.0
+    assert lost > 10
+
+
+def test_keyword_saturation_moves_the_weight_to_the_vectors_beyond_half_the_page():
+    ranked = [f"d{i}" for i in range(10)]
+    words = 2.0
+    assert keyword_saturation(ranked, dict.fromkeys(ranked, words), words) == 1.0
+    assert keyword_saturation(ranked, {"d0": 2.0, "d1": 2.0, "d2": 1.0}, words) == pytest.approx(0.2)
+    assert keyword_saturation(ranked, {}, 0.0) == 0.0  # no query word known (e.g. all CJK bigrams)
+    share = 0.6
+    assert default_vector_weight(share, 0.3) == default_vector_weight(share, 0.5) == adaptive_vector_weight(share)
+    assert adaptive_vector_weight(share) < default_vector_weight(share, 0.8) < ADAPTIVE_MAX
+    assert default_vector_weight(share, 1.0) == pytest.approx(ADAPTIVE_MAX)
+    # A Chinese query's evidence includes bigrams, which coverage does not count: it never saturates.
+    assert keyword_saturation(ranked, dict.fromkeys(ranked, 1.5), words) == 0.0
