@@ -41,6 +41,7 @@ def beir(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_quality_benchmark_reports_ours_peers_and_reference(beir, tmp_path, capsys):
     out = tmp_path / "quality.json"
     args = ["--dataset", str(beir), "--embedder", "e5", "--data-dir", str(tmp_path / "data"), "--json", str(out)]
@@ -60,6 +61,7 @@ def test_quality_benchmark_reports_ours_peers_and_reference(beir, tmp_path, caps
     assert next(r for name, r in methods.items() if "default" in name)["recall@100"] == 1.0
 
 
+@pytest.mark.slow
 def test_speed_benchmark_runs_every_measure(tmp_path, capsys):
     out = tmp_path / "speed.json"
     assert speed_bench.main(["--sizes", "400", "--queries", "10", "--json", str(out)]) == 0

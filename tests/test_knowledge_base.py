@@ -210,6 +210,7 @@ def test_keyword_only_kb(library):
         kb.search("年假", mode="semantic")
 
 
+@pytest.mark.slow
 def test_a_large_ingest_rewrites_the_keyword_snapshot_a_few_times_and_ends_settled(library, monkeypatch):
     kb = library.get_or_create("kw", None)
     calls = []
@@ -329,6 +330,7 @@ def _hold_lock(path, ready, seconds):
         time.sleep(seconds)
 
 
+@pytest.mark.slow
 def test_second_writer_waits_briefly_then_gets_a_clear_error(tmp_path):
     Library(tmp_path)
     ctx = multiprocessing.get_context("spawn")
