@@ -23,7 +23,7 @@ import numpy as np
 from kb.cooperative import yield_now
 from kb.embedders import Embedder
 from kb.errors import EmbedderMismatch, NotFound
-from kb.keyword_index import IndexUnusable, KeywordIndex
+from kb.keyword import IndexUnusable, KeywordIndex
 from kb.store import Store
 from kb.tokenize import KeywordTokenizer, index_text
 

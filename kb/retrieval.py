@@ -34,7 +34,7 @@ from kb.embedders import Embedder
 from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
 from kb.fusion import DEFAULT_FUSION, FUSIONS, SCORE_FUSIONS, Evidence, fuse, standardized_by_group
-from kb.keyword_index import KeywordHits
+from kb.keyword import KeywordHits
 from kb.records import user_metadata
 from kb.tokenize import word_terms
 

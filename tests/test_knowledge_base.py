@@ -11,7 +11,6 @@ from kb.embedders import make_embedder
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound, StoreBusy
 from kb.fusion import adaptive_vector_weight
 from kb.library import Library
-from kb.slot_vectors import SlotVectors
 
 DOCS = [
     SourceDocument(
@@ -221,7 +220,7 @@ def test_a_large_ingest_rewrites_the_keyword_snapshot_a_few_times_and_ends_settl
     assert report.added == 12000
     # Per-batch compaction (5 % rule) would rewrite the snapshot after each of the 12 batches.
     assert len(calls) <= 4 and calls[-1] == 12000
-    assert kb.keyword.count == 12000 and not kb.keyword.segments
+    assert kb.keyword.count == 12000 and kb.keyword.journal_rows == 0
     assert kb.search("word11999", top_k=1)[0].doc_id == "d11999"
 
 
@@ -237,12 +236,11 @@ def test_keyword_index_is_repaired_from_chroma(tmp_path, e5, damage):
         for f in folder.iterdir():
             f.unlink()
     elif damage == "truncate":
-        snap = folder / "snapshot.npz"
+        snap = folder / "snapshot.bin"
         snap.write_bytes(snap.read_bytes()[:100])
     else:  # an index that silently lost chunks (stale)
         kb.keyword.load()
-        kb.keyword.apply(deletes=["x"])  # touch the journal
-        kb.keyword._remove(next(iter(kb.keyword.ids())))
+        kb.keyword.apply(deletes=[next(iter(kb.keyword.ids()))])  # gone from the index, not from Chroma
         kb.keyword.compact()
         kb.keyword.close()
     fresh = Library(tmp_path)  # a new process would start like this
@@ -420,11 +418,12 @@ def test_an_index_of_the_previous_format_is_rebuilt_with_vectors(tmp_path, e5):
     _copy_matches_chroma(again)
 
 
-def test_hybrid_cosines_come_from_the_copy_or_else_from_chroma(library, e5):
+def test_hybrid_cosines_come_from_the_copy_or_else_from_chroma(library, e5, monkeypatch):
     kb = library.get_or_create("kb", e5)
     kb.ingest(DOCS)
     before = {h.id: h.semantic_score for h in kb.search("年假 fusion", top_k=4, candidates=2)}
-    kb.keyword.vectors = SlotVectors()  # as if the copy lacked them: Chroma answers instead
+    # As if the copy lacked them: Chroma answers instead.
+    monkeypatch.setattr(kb.keyword, "vectors_of", lambda ids: ([], np.zeros((0, kb.dimension), np.float32)))
     after = {h.id: h.semantic_score for h in kb.search("年假 fusion", top_k=4, candidates=2)}
     assert after.keys() == before.keys()
     assert all(abs(after[cid] - before[cid]) < 2e-3 for cid in before)

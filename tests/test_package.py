@@ -29,7 +29,7 @@ def test_package_has_the_plugin_and_nothing_else(tmp_path):
         "provider/chroma_kb.yaml",
         "tools/ingest.yaml",
         "tools/retrieve.py",
-        "kb/keyword_index.py",
+        "kb/keyword/index.py",
         "dify_adapter/workspace.py",
         "kb/resources/minilm-tokenizer.json",
         "readme/README_zh_Hans.md",

@@ -1,0 +1,188 @@
+"""The keyword index in memory: one ``State`` holds all of it.
+
+The snapshot's slots and postings (postings and vectors left in the file, read with ``pread``),
+the chunks changed since (``postings.Delta``, ``slots.SlotTable``), the vocabulary, the journal
+position, and the average length term weights use. ``KeywordIndex`` replaces its state whole — a
+load, a compaction or a reset builds a new one — and changes it in place only through ``change``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import kb.keyword.ondisk as ondisk
+import kb.keyword.scoring as scoring
+from kb.keyword.errors import IndexUnusable
+from kb.keyword.journal import Row, decode_terms
+from kb.keyword.postings import POSTING, BasePostings, Delta, Vocabulary, Weigh
+from kb.keyword.scoring import BM25Params
+from kb.keyword.slots import COLUMNS, VECTOR_DTYPE, Column, SlotTable
+
+AVGDL_DRIFT = 0.05  # the average length used for weights follows the real one once this far off
+MAX_TF = np.iinfo(np.uint16).max  # a term's count in one chunk is stored as uint16
+POSTINGS_CACHE_BYTES = 8 << 20  # recently read postings kept in memory (query terms repeat)
+
+
+@dataclass
+class State:
+    seq: int = 0  # the journal position it holds
+    epoch: str = ""  # the journal's identity (new at every reset)
+    avgdl: float = 1.0  # the average length term weights are computed with
+    slots: SlotTable = field(default_factory=SlotTable)
+    vocab: Vocabulary = field(default_factory=Vocabulary)
+    base: BasePostings = field(default_factory=BasePostings)
+    delta: Delta = field(default_factory=Delta)
+    base_slots: int = 0  # slots that come from the snapshot
+    snapshot: ondisk.Snapshot | None = None  # the open file the base is read from
+    unusable: str | None = None  # why the files cannot be used, once found
+
+    @classmethod
+    def opened(cls, directory, epoch: str, snapshot_seq: int, signature: str, params: BM25Params) -> State:
+        """The state ``snapshot.bin`` holds (raises IndexUnusable when it does not fit the journal)."""
+        snapshot = ondisk.open_snapshot(directory, {"postings": POSTINGS_CACHE_BYTES})
+        try:
+            return cls._of(snapshot, epoch, snapshot_seq, signature, params)
+        except (KeyError, TypeError, ValueError) as exc:
+            snapshot.close()
+            raise IndexUnusable(f"snapshot inconsistent: {exc}") from exc
+        except BaseException:
+            snapshot.close()
+            raise
+
+    @classmethod
+    def _of(cls, snapshot: ondisk.Snapshot, epoch: str, snapshot_seq: int, signature: str, params) -> State:
+        fields, arrays = snapshot.fields, snapshot.arrays
+        # A crash between writing the snapshot and trimming the journal leaves a newer snapshot
+        # and rows it already holds; replaying only the rows after its own seq is still exact.
+        if fields["seq"] < snapshot_seq or fields["signature"] != signature or fields["epoch"] != epoch:
+            raise IndexUnusable("snapshot does not match the journal")
+        if BM25Params.from_json(fields["params"]) != params:
+            raise IndexUnusable("snapshot was built with other BM25 parameters")
+        ids = ondisk.decode_lines(arrays["ids"], fields["n_slots"])
+        terms = ondisk.decode_lines(arrays["terms"], fields["n_terms"])
+        names = {name.removeprefix("slot.") for name in arrays if name.startswith("slot.")}
+        if names != COLUMNS.keys():
+            raise IndexUnusable(f"snapshot has per-slot columns {sorted(names)}, not {sorted(COLUMNS)}")
+        if arrays["postings"].dtype != POSTING or len(terms) + 1 != len(arrays["indptr"]):
+            raise IndexUnusable("snapshot postings do not match its terms")
+        base = BasePostings(arrays["indptr"], arrays["postings"], arrays["tfs"], float(fields["avgdl"]))
+        columns = {name: Column(spec, arrays[f"slot.{name}"]) for name, spec in COLUMNS.items()}
+        return cls(
+            seq=int(fields["seq"]),
+            epoch=epoch,
+            avgdl=base.avgdl,
+            slots=SlotTable(ids, columns),
+            vocab=Vocabulary(terms),
+            base=base,
+            base_slots=len(ids),
+            snapshot=snapshot,
+        )
+
+    def close(self) -> None:
+        if self.snapshot is not None:
+            self.snapshot.close()
+
+    @property
+    def changes(self) -> int:
+        """Chunks added or deleted since the snapshot."""
+        return self.slots.n_dead + self.slots.size - self.base_slots
+
+    def weigh(self, params: BM25Params) -> Weigh:
+        """Term weights of postings (slots, tfs) at the current average length."""
+        dl, avgdl = self.slots.dl, self.avgdl
+        return lambda slots, tfs: scoring.term_weight(tfs, dl[slots], avgdl, params)
+
+    # ------------------------------------------------------------------ changes
+    def change(
+        self,
+        ids: list[str],
+        tokens: list[list[str] | None],
+        vectors: np.ndarray | None = None,
+        has_vector: np.ndarray | None = None,
+        merge: bool = True,
+    ) -> None:
+        """Apply changes in order: ``tokens[i]`` None deletes ``ids[i]``, else adds or replaces it
+        (with unit vector ``vectors[i]`` if ``has_vector[i]``, all when None). Done as one batch:
+        the last change of each chunk is the one that counts."""
+        last = {cid: i for i, cid in enumerate(ids)}
+        for cid in last:
+            self.slots.remove(cid)
+        keep = [i for i, cid in enumerate(ids) if tokens[i] is not None and last[cid] == i]
+        if keep:
+            counts = [Counter(tokens[i]) for i in keep]
+            columns: dict[str, np.ndarray | None] = {"dl": np.asarray([len(tokens[i]) for i in keep], np.float32)}
+            if vectors is not None:
+                columns["vector"] = vectors[keep]
+                columns["has_vector"] = np.ones(len(keep), np.bool_) if has_vector is None else has_vector[keep]
+            first = self.slots.add([ids[i] for i in keep], columns)
+            pair_terms = [term for c in counts for term in c]
+            pair_tfs = np.fromiter((tf for c in counts for tf in c.values()), np.int64, len(pair_terms))
+            slots = np.repeat(np.arange(first, first + len(keep), dtype=np.int32), [len(c) for c in counts])
+            self.delta.add(self.vocab.add(pair_terms), slots, np.minimum(pair_tfs, MAX_TF), merge)
+        avgdl = self.slots.avgdl()
+        if abs(avgdl / self.avgdl - 1) > AVGDL_DRIFT:
+            self.avgdl = avgdl  # base weights are recomputed per term when read (BasePostings)
+            self.delta.reweigh()
+
+    def replay(self, rows: list[Row]) -> None:
+        """Journal rows into memory: the same changes as when they were written."""
+        vectors = has = None
+        with_vector = [i for i, row in enumerate(rows) if row.vector is not None]
+        if with_vector:
+            dim = len(rows[with_vector[0]].vector) // VECTOR_DTYPE().itemsize
+            vectors = np.zeros((len(rows), dim), VECTOR_DTYPE)
+            for i in with_vector:
+                vectors[i] = np.frombuffer(rows[i].vector, VECTOR_DTYPE)
+            has = np.asarray([row.vector is not None for row in rows], np.bool_)
+        tokens = [None if row.terms is None else decode_terms(row.terms) for row in rows]
+        self.change([row.chunk_id for row in rows], tokens, vectors, has)
+        self.seq = rows[-1].seq
+
+    # ------------------------------------------------------------------ compaction
+    def compacted(self, signature: str, params: BM25Params) -> tuple[dict, dict[str, ondisk.Array]]:
+        """The snapshot of this state (``ondisk`` fields and arrays): base and delta merged,
+        deleted chunks dropped, slots and terms renumbered densely, weights at the new average."""
+        parts = [self.base.arrays(), self.delta.arrays()]
+        p_term, p_slot, p_tf = (np.concatenate([part[i] for part in parts]) for i in range(3))
+        live, terms = self.slots.live, self.vocab.terms
+        if self.slots.n_dead:
+            keep = live[p_slot]
+            p_term, p_slot, p_tf = p_term[keep], p_slot[keep], p_tf[keep]
+            p_slot = (np.cumsum(live, dtype=np.int64) - 1)[p_slot].astype(np.int32)
+            used = np.zeros(len(terms), np.bool_)
+            used[p_term] = True
+            p_term = (np.cumsum(used, dtype=np.int64) - 1)[p_term]
+            terms = [t for t, ok in zip(terms, used, strict=True) if ok]
+        # Base and segments are each sorted by (term, slot), and later parts hold higher slots:
+        # a stable sort by term alone (merging sorted runs) gives the (term, slot) order.
+        order = np.argsort(p_term, kind="stable")
+        p_slot, p_tf, p_term = p_slot[order], p_tf[order], p_term[order]
+        indptr = np.zeros(len(terms) + 1, np.int64)
+        np.cumsum(np.bincount(p_term, minlength=len(terms)), out=indptr[1:])
+        ids, columns = self.slots.compacted()
+        dl = columns["dl"]
+        avgdl = scoring.average_length(float(dl.sum(dtype=np.float64)), len(ids))
+        records = np.empty(len(p_slot), POSTING)
+        records["slot"], records["w"] = p_slot, scoring.term_weight(p_tf, dl[p_slot], avgdl, params)
+        fields = {
+            "seq": self.seq,
+            "signature": signature,
+            "epoch": self.epoch,
+            "params": params.to_json(),
+            "avgdl": avgdl,
+            "n_slots": len(ids),
+            "n_terms": len(terms),
+        }
+        arrays = {
+            "ids": ondisk.Array(ondisk.encode_lines(ids)),
+            "terms": ondisk.Array(ondisk.encode_lines(terms)),
+            "indptr": ondisk.Array(indptr),
+            "postings": ondisk.Array(records, eager=False),
+            "tfs": ondisk.Array(p_tf, eager=False),
+        }
+        for name, values in columns.items():
+            arrays[f"slot.{name}"] = ondisk.Array(values, eager=not COLUMNS[name].on_disk)
+        return fields, arrays
