@@ -125,8 +125,15 @@ class DiskArray:
     def rows(self, indexes: Sequence[int]) -> np.ndarray:
         """Rows ``indexes`` (of ``width`` items each), one ``pread`` per row."""
         size = self.width * self.dtype.itemsize
-        parts = [self._bytes(i * size, (i + 1) * size) for i in indexes]
-        return np.frombuffer(b"".join(parts), self.dtype).reshape(len(parts), self.width)
+        starts = np.asarray(indexes, np.int64) * size
+        if not size or not len(starts):
+            return np.zeros((len(starts), self.width), self.dtype)
+        checked = self._checked[starts // self._block] & self._checked[(starts + size - 1) // self._block]
+        for lo in starts[~checked].tolist():  # first reads of their blocks: check them
+            self._bytes(lo, lo + size)
+        read, offset = self._file.read, self._offset
+        data = b"".join([read(size, offset + lo) for lo in starts.tolist()])
+        return np.frombuffer(data, self.dtype).reshape(len(starts), self.width)
 
     def read_all(self) -> np.ndarray:
         """The whole array in memory (checked)."""

@@ -139,8 +139,11 @@ class KeywordIndex:
     def _replay(self) -> None:
         """Apply the journal rows after the state's position, a page at a time."""
         state = self._state
-        for rows in self._journal.rows_after(state.seq):
-            state.replay(rows)
+        try:
+            for rows in self._journal.rows_after(state.seq):
+                state.replay(rows)
+        except ValueError as exc:  # rows whose checksum holds but which cannot be ours
+            raise IndexUnusable(f"keyword journal rows unreadable: {exc}") from exc
 
     def refresh(self) -> None:
         """Catch up with changes another process wrote (cheap when there are none)."""

@@ -114,7 +114,6 @@ class Array:
 
     values: np.ndarray
     eager: bool = True
-    cache_bytes: int = 0  # for arrays left on disk: slices kept in memory (see DiskArray)
 
 
 def _align(n: int) -> int:
