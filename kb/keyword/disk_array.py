@@ -30,8 +30,10 @@ class BlockFile:
     def __init__(self, path) -> None:
         self.name = os.fspath(path)
         self._file = open(path, "rb")  # noqa: SIM115 (lives as long as the arrays read from it)
-        self.size = os.fstat(self._file.fileno()).st_size
-        self._lock = None if hasattr(os, "pread") else threading.Lock()
+        self.fd = self._file.fileno()
+        self.size = os.fstat(self.fd).st_size
+        self.pread = getattr(os, "pread", None)  # Windows has none: seek and read under a lock
+        self._lock = None if self.pread else threading.Lock()
 
     def read(self, size: int, offset: int) -> bytes:
         try:
@@ -44,6 +46,19 @@ class BlockFile:
         except (OSError, ValueError) as exc:
             raise IndexUnusable(f"snapshot unreadable: {exc}") from exc
         if len(data) != size:
+            raise IndexUnusable("snapshot is truncated")
+        return data
+
+    def read_many(self, size: int, offsets: list[int]) -> bytes:
+        """``size`` bytes at each of ``offsets``, joined."""
+        if self._lock is not None:
+            return b"".join([self.read(size, offset) for offset in offsets])
+        pread, fd = os.pread, self._file.fileno()
+        try:
+            data = b"".join([pread(fd, size, offset) for offset in offsets])
+        except (OSError, ValueError) as exc:
+            raise IndexUnusable(f"snapshot unreadable: {exc}") from exc
+        if len(data) != size * len(offsets):
             raise IndexUnusable("snapshot is truncated")
         return data
 
@@ -77,6 +92,7 @@ class DiskArray:
         self._checked = np.zeros(len(crcs), np.bool_)
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_bytes, self._cached = cache_bytes, 0
+        self._pread, self._fd = file.pread, file.fd
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -96,8 +112,13 @@ class DiskArray:
         if hi <= lo:
             return b""
         b0, b1 = lo // self._block, (hi - 1) // self._block
-        if self._checked[b0 : b1 + 1].all():
-            return self._file.read(hi - lo, self._offset + lo)
+        if self._checked[b0] if b0 == b1 else self._checked[b0 : b1 + 1].all():
+            if self._pread is None:
+                return self._file.read(hi - lo, self._offset + lo)
+            data = self._pread(self._fd, hi - lo, self._offset + lo)  # the hot path, inlined
+            if len(data) != hi - lo:
+                raise IndexUnusable("snapshot is truncated")
+            return data
         start, end = b0 * self._block, min((b1 + 1) * self._block, self._nbytes)
         data = self._file.read(end - start, self._offset + start)
         self._check(data, b0)
@@ -123,21 +144,31 @@ class DiskArray:
         return out
 
     def rows(self, indexes: Sequence[int]) -> np.ndarray:
-        """Rows ``indexes`` (of ``width`` items each), one ``pread`` per row."""
+        """Rows ``indexes`` (of ``width`` items each), one ``pread`` per row. With a block per row
+        (how the snapshot stores its vectors), a row is checked from the bytes read for it."""
         size = self.width * self.dtype.itemsize
         starts = np.asarray(indexes, np.int64) * size
         if not size or not len(starts):
             return np.zeros((len(starts), self.width), self.dtype)
-        checked = self._checked[starts // self._block] & self._checked[(starts + size - 1) // self._block]
-        for lo in starts[~checked].tolist():  # first reads of their blocks: check them
-            self._bytes(lo, lo + size)
-        read, offset = self._file.read, self._offset
-        data = b"".join([read(size, offset + lo) for lo in starts.tolist()])
+        data = self._file.read_many(size, (starts + self._offset).tolist())
+        if self._block == size:
+            rows = starts // size
+            unchecked = np.flatnonzero(~self._checked[rows])
+            if len(unchecked):
+                view = memoryview(data)
+                for i in unchecked.tolist():
+                    if zlib.crc32(view[i * size : (i + 1) * size]) != self._crcs[rows[i]]:
+                        raise IndexUnusable(f"snapshot is corrupt (row {rows[i]} of an array at byte {self._offset})")
+                self._checked[rows[unchecked]] = True
+        else:
+            checked = self._checked[starts // self._block] & self._checked[(starts + size - 1) // self._block]
+            for lo in starts[~checked].tolist():  # first reads of their blocks: check them
+                self._bytes(lo, lo + size)
         return np.frombuffer(data, self.dtype).reshape(len(starts), self.width)
 
     def read_all(self) -> np.ndarray:
-        """The whole array in memory (checked)."""
-        data = bytearray(self._file.read(self._nbytes, self._offset)) if self._nbytes else bytearray()
+        """The whole array in memory (checked; read-only)."""
+        data = self._file.read(self._nbytes, self._offset) if self._nbytes else b""
         self._check(data, 0)
         return np.frombuffer(data, self.dtype).reshape(self.shape)
 

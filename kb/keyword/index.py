@@ -278,8 +278,12 @@ class KeywordIndex:
         self, tokens: Sequence[str], limit: int, accept: Callable[[list[str]], set[str]] | None = None
     ) -> KeywordHits:
         """Top ``limit`` chunks by BM25. ``accept`` (optional) filters candidate ids in batches."""
-        with self._lock, self._failing():
-            return query.search(self._usable(), self.params, tokens, limit, accept)
+        with self._lock:
+            try:
+                return query.search(self._usable(), self.params, tokens, limit, accept)
+            except IndexUnusable as exc:  # as in _failing, without a generator per query
+                self._set(State(unusable=str(exc)))
+                raise
 
 
 def _check_ids(ids: list[str]) -> None:

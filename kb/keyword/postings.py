@@ -23,6 +23,9 @@ POSTING = np.dtype([("slot", "<i4"), ("w", "<f4")])  # one read per query term g
 Weigh = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (slots, tfs) -> term weights
 
 
+_NONE = (np.zeros(0, np.int32), np.zeros(0, np.float32))
+
+
 class Vocabulary:
     def __init__(self, terms: list[str] | None = None) -> None:
         self.terms: list[str] = terms or []
@@ -111,6 +114,8 @@ class Delta:
 
     def postings(self, tid: int, weigh: Weigh) -> tuple[np.ndarray, np.ndarray]:
         """(slots, weights) of term ``tid`` over every segment, oldest first."""
+        if not self.segments:
+            return _NONE
         cached = self._weighted.get(tid)
         if cached is None:
             found = [p for p in (seg.postings(tid) for seg in self.segments) if p is not None]
@@ -158,8 +163,8 @@ class BasePostings:
 
     def postings(self, tid: int, avgdl: float, weigh: Weigh) -> tuple[np.ndarray, np.ndarray]:
         """(slots, weights) of term ``tid``, weighted at ``avgdl``."""
-        if tid >= self.n_terms:
-            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        if tid >= len(self.indptr) - 1:
+            return _NONE
         s, e = int(self.indptr[tid]), int(self.indptr[tid + 1])
         records = self.records[s:e]
         if avgdl == self.avgdl:

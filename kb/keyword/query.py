@@ -27,34 +27,35 @@ def search(
     limit: int,
     accept: Callable[[list[str]], set[str]] | None = None,
 ) -> KeywordHits:
-    slots, n = state.slots, state.slots.count
-    query = Counter(t for t in tokens if t in state.vocab)
+    slots, n, vocab = state.slots, state.slots.count, state.vocab.ids
+    query = Counter(t for t in tokens if t in vocab)
     if not n or not query or limit <= 0:
         return KeywordHits([], [], 0.0)
     weigh = state.weigh(params)
-    matched = QueryTerms(slots.slot_of, slots.size)
+    base, avgdl = state.base, state.avgdl
+    delta = state.delta if state.delta.segments else None
     live = slots.live
-    term_slots, term_weights, factors, idfs, repeats = [], [], [], [], []
+    terms, repeats, dfs, term_slots, term_weights = [], [], [], [], []
     for term, qtf in query.items():
-        tid = state.vocab.ids[term]
-        base_slots, base_weights = state.base.postings(tid, state.avgdl, weigh)
-        new_slots, new_weights = state.delta.postings(tid, weigh)
-        at, ws = base_slots, base_weights
-        if len(new_slots):
-            at, ws = np.concatenate([base_slots, new_slots]), np.concatenate([base_weights, new_weights])
+        at, ws = base.postings(vocab[term], avgdl, weigh)
+        if delta is not None:
+            new_slots, new_weights = delta.postings(vocab[term], weigh)
+            if len(new_slots):
+                at, ws = np.concatenate([at, new_slots]), np.concatenate([ws, new_weights])
         df = int(np.count_nonzero(live[at])) if slots.n_dead else len(at)
-        if df == 0:
-            continue
-        idf = scoring.idf(df, n, params)
-        matched.by_term[term] = (at, idf)
-        term_slots.append(at)
-        term_weights.append(ws)
-        factors.append(qtf * idf)
-        idfs.append(idf)
-        repeats.append(qtf)
+        if df:
+            terms.append(term)
+            repeats.append(qtf)
+            dfs.append(df)
+            term_slots.append(at)
+            term_weights.append(ws)
+    if not terms:
+        return KeywordHits([], [], 0.0)
+    idfs = scoring.idf(dfs, n, params)
     max_score = scoring.max_score(idfs, repeats, params)
-    if not term_slots:
-        return KeywordHits([], [], max_score)
+    factors = (np.asarray(repeats) * idfs).tolist()
+    matched = QueryTerms(slots.slot_of, slots.size)
+    matched.by_term = {term: (at, float(i)) for term, at, i in zip(terms, term_slots, idfs, strict=True)}
     weights = np.concatenate(term_weights)
     weights *= np.repeat(np.asarray(factors, np.float32), [len(w) for w in term_weights])
     scores = np.bincount(np.concatenate(term_slots), weights=weights, minlength=slots.size)

@@ -113,8 +113,10 @@ class Column:
     def take(self, slots: np.ndarray) -> np.ndarray:
         """The values of these slots (rows of the snapshot's part read from disk, one each)."""
         if self._base is None:
-            return self._tail[slots - self._n_base]
+            return self._tail[slots]
         on_base = slots < self._n_base
+        if on_base.all():
+            return self._base.rows(slots.tolist()).reshape(self._shape(-1))
         out = np.zeros(self._shape(len(slots)), self.spec.dtype)
         if on_base.any():
             out[on_base] = self._base.rows(slots[on_base].tolist()).reshape(self._shape(-1))
@@ -185,7 +187,7 @@ class SlotTable:
     def vectors(self, slots: list[int]) -> tuple[list[int], np.ndarray]:
         """The slots among ``slots`` that hold a vector, and their unit vectors (float32)."""
         picked = np.asarray(slots, np.int64)
-        picked = picked[self.columns["has_vector"].take(picked)] if len(picked) else picked
+        picked = picked[self.columns["has_vector"].values()[picked]] if len(picked) else picked
         width = self.columns["vector"].width
         if not len(picked):
             return [], np.zeros((0, width), np.float32)
