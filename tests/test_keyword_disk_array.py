@@ -92,3 +92,22 @@ def test_a_failed_write_leaves_the_old_snapshot_and_no_temporary(tmp_path, monke
         ondisk.write_snapshot(tmp_path, {}, {"a": ondisk.Array(np.arange(20))})
     assert [p.name for p in tmp_path.iterdir()] == [ondisk.SNAPSHOT]
     assert len(ondisk.open_snapshot(tmp_path).arrays["a"]) == 10
+
+
+def test_units_given_by_offsets_are_checked_alone(tmp_path):
+    offsets = np.array([0, 3, 3, 1000, 1010], np.int64)  # four units, one of them empty
+    values = np.arange(1010, dtype=np.int64)
+    arrays = {"offsets": ondisk.Array(offsets), "a": ondisk.Array(values, eager=False, units="offsets")}
+    ondisk.write_snapshot(tmp_path, {}, arrays)
+    path = tmp_path / ondisk.SNAPSHOT
+    data = bytearray(path.read_bytes())
+    data[data.index(values[500:502].tobytes())] ^= 0x04  # inside unit 2
+    path.write_bytes(bytes(data))
+    disk = ondisk.open_snapshot(tmp_path).arrays["a"]
+    assert np.array_equal(disk.unit(0), values[:3]) and len(disk.unit(1)) == 0
+    assert np.array_equal(disk.unit(3), values[1000:])
+    assert np.array_equal(disk[1:3], values[1:3])
+    with pytest.raises(IndexUnusable, match="corrupt"):
+        disk.unit(2)
+    with pytest.raises(IndexUnusable, match="corrupt"):
+        disk[998:1001]  # a slice reaching into the damaged unit

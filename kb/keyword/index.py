@@ -269,9 +269,13 @@ class KeywordIndex:
     # ------------------------------------------------------------------ queries
     def vectors_of(self, ids: Iterable[str]) -> tuple[list[str], np.ndarray]:
         """The chunks among ``ids`` whose vector copy is here, and their unit vectors."""
-        with self._lock, self._failing():
+        with self._lock:
             slots = self._usable().slots
-            found, rows = slots.vectors([s for s in map(slots.slot_of.get, ids) if s is not None])
+            try:
+                found, rows = slots.vectors([s for s in map(slots.slot_of.get, ids) if s is not None])
+            except IndexUnusable as exc:  # as in _failing, without a generator per query
+                self._set(State(unusable=str(exc)))
+                raise
             return [slots.ids[s] for s in found], rows
 
     def search(

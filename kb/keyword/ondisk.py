@@ -116,6 +116,7 @@ class Array:
 
     values: np.ndarray
     eager: bool = True
+    units: str | None = None  # checksum units: the slices this (earlier, eager) array's offsets give
 
 
 def _align(n: int) -> int:
@@ -140,19 +141,23 @@ def write_snapshot(directory: Path, fields: dict, arrays: dict[str, Array]) -> N
     for name, array in arrays.items():
         values = np.ascontiguousarray(array.values)
         raw[name] = memoryview(values.reshape(-1).view(np.uint8))
-        block = _block_of(values, array.eager)
-        specs.append(
-            {
-                "name": name,
-                "dtype": np.lib.format.dtype_to_descr(values.dtype),
-                "shape": list(values.shape),
-                "offset": offset,
-                "eager": array.eager,
-                "block": block,
-                "crc_first": len(crcs),
-            }
-        )
-        crcs += _block_crcs(raw[name], block)
+        spec = {
+            "name": name,
+            "dtype": np.lib.format.dtype_to_descr(values.dtype),
+            "shape": list(values.shape),
+            "offset": offset,
+            "eager": array.eager,
+            "crc_first": len(crcs),
+        }
+        if array.units is not None:
+            edges = np.asarray(arrays[array.units].values, np.int64) * values.itemsize
+            view = raw[name]
+            crcs += [zlib.crc32(view[a:z]) for a, z in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)]
+            spec["units"] = array.units
+        else:
+            spec["block"] = _block_of(values, array.eager)
+            crcs += _block_crcs(raw[name], spec["block"])
+        specs.append(spec)
         offset = _align(offset + values.nbytes)
     crc_table = np.asarray(crcs, "<u4")
     specs.append({"name": "crc", "dtype": "<u4", "shape": [len(crcs)], "offset": offset, "eager": True})
@@ -242,17 +247,22 @@ def _read(file: BlockFile, cache_bytes: dict[str, int]) -> Snapshot:
         dtype, shape = shapes[spec["name"]]
         if len(shape) not in (1, 2) or dtype.hasobject:
             raise IndexUnusable(f"snapshot array {spec['name']} has an unexpected layout")
-        block = int(spec["block"])
-        if block <= 0:
+        edges, block = None, int(spec.get("block", 0))
+        if "units" in spec:
+            edges = snapshot.arrays.get(spec["units"])
+            if not isinstance(edges, np.ndarray) or edges.ndim != 1 or not len(edges):
+                raise IndexUnusable(f"snapshot array {spec['name']} has no checksum units")
+            n_blocks = len(edges) - 1
+        elif block > 0:
+            n_blocks = -(-int(np.prod(shape)) * dtype.itemsize // block)
+        else:
             raise IndexUnusable(f"snapshot array {spec['name']} has no checksum blocks")
-        n_blocks = -(-int(np.prod(shape)) * dtype.itemsize // block)
         first = int(spec["crc_first"])
         offset = data_start + int(spec["offset"])
         if offset % ALIGN or offset + int(np.prod(shape)) * dtype.itemsize > end:
             raise IndexUnusable(f"snapshot array {spec['name']} lies outside the file")
-        array = DiskArray(
-            file, offset, dtype, tuple(shape), crcs[first : first + n_blocks], block, cache_bytes.get(spec["name"], 0)
-        )
+        unit_crcs = crcs[first : first + n_blocks]
+        array = DiskArray(file, offset, dtype, tuple(shape), unit_crcs, block, edges, cache_bytes.get(spec["name"], 0))
         if spec["eager"]:
             snapshot.arrays[spec["name"]] = array.read_all()
         else:

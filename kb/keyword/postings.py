@@ -165,8 +165,9 @@ class BasePostings:
         """(slots, weights) of term ``tid``, weighted at ``avgdl``."""
         if tid >= len(self.indptr) - 1:
             return _NONE
+        on_disk = isinstance(self.records, DiskArray)
         s, e = int(self.indptr[tid]), int(self.indptr[tid + 1])
-        records = self.records[s:e]
+        records = self.records.unit(tid) if on_disk else self.records[s:e]  # a term is a checksum unit
         if avgdl == self.avgdl:
             return records["slot"], records["w"]
         if self._fresh is None or self._fresh_avgdl != avgdl:
@@ -174,7 +175,7 @@ class BasePostings:
             self._ready = np.zeros(self.n_terms, np.bool_)
             self._fresh_avgdl = avgdl
         if not self._ready[tid]:
-            self._fresh[s:e] = weigh(records["slot"], self.tfs[s:e])
+            self._fresh[s:e] = weigh(records["slot"], self.tfs.unit(tid) if on_disk else self.tfs[s:e])
             self._ready[tid] = True
         return records["slot"], self._fresh[s:e]
 

@@ -51,11 +51,11 @@ def search(
             term_weights.append(ws)
     if not terms:
         return KeywordHits([], [], 0.0)
-    idfs = scoring.idf(dfs, n, params)
+    idfs = [scoring.idf(df, n, params) for df in dfs]
     max_score = scoring.max_score(idfs, repeats, params)
-    factors = (np.asarray(repeats) * idfs).tolist()
+    factors = [q * i for q, i in zip(repeats, idfs, strict=True)]
     matched = QueryTerms(slots.slot_of, slots.size)
-    matched.by_term = {term: (at, float(i)) for term, at, i in zip(terms, term_slots, idfs, strict=True)}
+    matched.by_term = {term: (at, i) for term, at, i in zip(terms, term_slots, idfs, strict=True)}
     weights = np.concatenate(term_weights)
     weights *= np.repeat(np.asarray(factors, np.float32), [len(w) for w in term_weights])
     scores = np.bincount(np.concatenate(term_slots), weights=weights, minlength=slots.size)

@@ -58,15 +58,13 @@ class BM25Params:
 DEFAULT = BM25Params()
 
 
-def idf(df, n: int, params: BM25Params = DEFAULT):
-    """Inverse document frequency of a term held by ``df`` of ``n`` chunks (0 < df ≤ n); ``df``
-    may be an array (one value per term)."""
-    df = np.asarray(df, np.float64)
+def idf(df: int, n: int, params: BM25Params = DEFAULT) -> float:
+    """Inverse document frequency of a term held by ``df`` of ``n`` chunks (0 < df ≤ n)."""
     if params.variant == "lucene":
-        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
     if params.variant == "robertson":
-        return np.log(np.maximum(1.0, (n - df + 0.5) / (df + 0.5)))
-    return np.log(n / df)  # atire
+        return math.log(max(1.0, (n - df + 0.5) / (df + 0.5)))
+    return math.log(n / df)  # atire
 
 
 def weight_ceiling(params: BM25Params = DEFAULT) -> float:
@@ -82,10 +80,10 @@ def term_weight(tf: np.ndarray, dl: np.ndarray, avgdl: float, params: BM25Params
     return (tf * np.float32(weight_ceiling(params)) / (tf + norm)).astype(np.float32)
 
 
-def max_score(idfs, counts, params: BM25Params = DEFAULT) -> float:
+def max_score(idfs: list[float], counts: list[int], params: BM25Params = DEFAULT) -> float:
     """An upper bound of any chunk's score for a query whose matched terms have these IDFs and
     occur ``counts`` times in the query: each term's weight stays below ``weight_ceiling``."""
-    return weight_ceiling(params) * float(np.dot(np.asarray(counts, np.float64), np.asarray(idfs, np.float64)))
+    return weight_ceiling(params) * sum(q * i for q, i in zip(counts, idfs, strict=True))
 
 
 def average_length(total: float, count: int) -> float:

@@ -180,8 +180,8 @@ class State:
             "ids": ondisk.Array(ondisk.encode_lines(ids)),
             "terms": ondisk.Array(ondisk.encode_lines(terms)),
             "indptr": ondisk.Array(indptr),
-            "postings": ondisk.Array(records, eager=False),
-            "tfs": ondisk.Array(p_tf, eager=False),
+            "postings": ondisk.Array(records, eager=False, units="indptr"),  # a term's postings checked alone
+            "tfs": ondisk.Array(p_tf, eager=False, units="indptr"),
         }
         for name, values in columns.items():
             arrays[f"slot.{name}"] = ondisk.Array(values, eager=not COLUMNS[name].on_disk)
