@@ -160,15 +160,20 @@ class DiskArray:
 
     def unit(self, unit: int) -> np.ndarray:
         """The items of checksum unit ``unit`` (with ``edges``: e.g. one term's postings)."""
-        start, stop = int(self._edges[unit]), int(self._edges[unit + 1])
+        edges = self._edges
+        if edges is None:
+            raise ValueError("an array without checksum units given by offsets")
+        start, stop = int(edges[unit]), int(edges[unit + 1])
         hit = self._cache.get((start, stop))
         if hit is not None:
             self._cache.move_to_end((start, stop))
             return hit
         size = self.dtype.itemsize
         data = self._read((stop - start) * size, start * size) if stop > start else b""
-        if not self._checked[unit]:
-            self._check(data, start * size, unit, unit)
+        if not self._checked[unit]:  # the unit is exactly the bytes read
+            if zlib.crc32(data) != self._crcs[unit]:
+                raise IndexUnusable(f"snapshot is corrupt (unit {unit} of an array at byte {self._offset})")
+            self._checked[unit] = True
         return self._remember(start, stop, data)
 
     def _cached(self, start: int, stop: int, fetch) -> np.ndarray:

@@ -46,7 +46,7 @@ class ScoreLookup(Mapping):
     def __getitem__(self, cid: str) -> float:
         return float(self._scores[self._slot_of[cid]])
 
-    def get(self, cid: str, default: float = 0.0) -> float:
+    def get(self, cid: str, default: float = 0.0) -> float:  # type: ignore[override]  # defaults are floats here
         slot = self._slot_of.get(cid)
         return default if slot is None or slot >= len(self._scores) else float(self._scores[slot])
 

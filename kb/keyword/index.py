@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -206,7 +207,7 @@ class KeywordIndex:
             if units is not None and len(units) != len(upserts):
                 raise ValueError(f"{len(units)} vectors for {len(upserts)} chunks")
             _check_ids([cid for cid, _ in upserts] + deletes)
-            rows = [(cid, 0, None, None) for cid in deletes]
+            rows: list[tuple[str, int, bytes | None, bytes | None]] = [(cid, 0, None, None) for cid in deletes]
             rows += [
                 (cid, len(tokens), encode_terms(tokens), None if units is None else units[i].tobytes())
                 for i, (cid, tokens) in enumerate(upserts)
@@ -262,7 +263,8 @@ class KeywordIndex:
             for part in itertools.batched(items, batch):
                 _check_ids([item[0] for item in part])
                 with_vectors = all(len(item) > 2 for item in part)
-                vectors = unit_rows(np.stack([item[2] for item in part])) if with_vectors else None
+                rows = [cast(tuple[str, list[str], np.ndarray], item)[2] for item in part] if with_vectors else []
+                vectors = unit_rows(np.stack(rows)) if with_vectors else None
                 state.change([item[0] for item in part], [item[1] for item in part], vectors, merge=False)
             self.compact()
 

@@ -72,6 +72,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,12 +141,14 @@ def _block_of(values: np.ndarray, eager: bool) -> int:
 
 def write_snapshot(directory: Path, fields: dict, arrays: dict[str, Array]) -> None:
     """Write ``snapshot.bin`` atomically (temporary file, fsync, rename)."""
-    specs, crcs, offset = [], [], 0
-    raw = {}
+    specs: list[dict[str, Any]] = []
+    crcs: list[int] = []
+    offset = 0
+    raw: dict[str, memoryview] = {}
     for name, array in arrays.items():
         values = np.ascontiguousarray(array.values)
         raw[name] = memoryview(values.reshape(-1).view(np.uint8))
-        spec = {
+        spec: dict[str, Any] = {
             "name": name,
             "dtype": np.lib.format.dtype_to_descr(values.dtype),
             "shape": list(values.shape),
@@ -251,12 +254,13 @@ def _read(file: BlockFile, cache_bytes: dict[str, int]) -> Snapshot:
         dtype, shape = shapes[spec["name"]]
         if len(shape) not in (1, 2) or dtype.hasobject:
             raise IndexUnusable(f"snapshot array {spec['name']} has an unexpected layout")
-        edges, block = None, int(spec.get("block", 0))
+        edges: np.ndarray | None = None
+        block = int(spec.get("block", 0))
         if "units" in spec:
-            edges = snapshot.arrays.get(spec["units"])
-            if not isinstance(edges, np.ndarray) or edges.ndim != 1 or not len(edges):
+            offsets = snapshot.arrays.get(spec["units"])
+            if not isinstance(offsets, np.ndarray) or offsets.ndim != 1 or not len(offsets):
                 raise IndexUnusable(f"snapshot array {spec['name']} has no checksum units")
-            n_blocks = len(edges) - 1
+            edges, n_blocks = offsets, len(offsets) - 1
         elif block > 0:
             n_blocks = -(-int(np.prod(shape)) * dtype.itemsize // block)
         else:

@@ -165,9 +165,9 @@ class BasePostings:
         """(slots, weights) of term ``tid``, weighted at ``avgdl``."""
         if tid >= len(self.indptr) - 1:
             return _NONE
-        on_disk = isinstance(self.records, DiskArray)
         s, e = int(self.indptr[tid]), int(self.indptr[tid + 1])
-        records = self.records.unit(tid) if on_disk else self.records[s:e]  # a term is a checksum unit
+        # On disk, a term's postings are a checksum unit (DiskArray.unit).
+        records = self.records.unit(tid) if isinstance(self.records, DiskArray) else self.records[s:e]
         if avgdl == self.avgdl:
             return records["slot"], records["w"]
         if self._fresh is None or self._fresh_avgdl != avgdl:
@@ -175,7 +175,8 @@ class BasePostings:
             self._ready = np.zeros(self.n_terms, np.bool_)
             self._fresh_avgdl = avgdl
         if not self._ready[tid]:
-            self._fresh[s:e] = weigh(records["slot"], self.tfs.unit(tid) if on_disk else self.tfs[s:e])
+            tfs = self.tfs.unit(tid) if isinstance(self.tfs, DiskArray) else self.tfs[s:e]
+            self._fresh[s:e] = weigh(records["slot"], tfs)
             self._ready[tid] = True
         return records["slot"], self._fresh[s:e]
 

@@ -59,6 +59,7 @@ class Column:
         if base is not None and len(base.shape) != (2 if spec.rows else 1):
             raise ValueError(f"a per-slot column of shape {base.shape}")
         self.width = int(base.shape[1]) if spec.rows and base is not None else 0
+        self._base: DiskArray | None = None
         if isinstance(base, DiskArray):
             self._base, self._n_base = base, len(base)
         else:

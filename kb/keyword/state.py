@@ -15,6 +15,7 @@ import numpy as np
 
 import kb.keyword.ondisk as ondisk
 import kb.keyword.scoring as scoring
+from kb.keyword.disk_array import DiskArray
 from kb.keyword.errors import IndexUnusable
 from kb.keyword.journal import Row, decode_terms
 from kb.keyword.postings import POSTING, BasePostings, Delta, Vocabulary, Weigh
@@ -61,14 +62,14 @@ class State:
             raise IndexUnusable("snapshot does not match the journal")
         if BM25Params.from_json(fields["params"]) != params:
             raise IndexUnusable("snapshot was built with other BM25 parameters")
-        ids = ondisk.decode_lines(arrays["ids"], fields["n_slots"])
-        terms = ondisk.decode_lines(arrays["terms"], fields["n_terms"])
+        ids = ondisk.decode_lines(_in_memory(arrays, "ids"), fields["n_slots"])
+        terms = ondisk.decode_lines(_in_memory(arrays, "terms"), fields["n_terms"])
         names = {name.removeprefix("slot.") for name in arrays if name.startswith("slot.")}
         if names != COLUMNS.keys():
             raise IndexUnusable(f"snapshot has per-slot columns {sorted(names)}, not {sorted(COLUMNS)}")
         if arrays["postings"].dtype != POSTING or len(terms) + 1 != len(arrays["indptr"]):
             raise IndexUnusable("snapshot postings do not match its terms")
-        base = BasePostings(arrays["indptr"], arrays["postings"], arrays["tfs"], float(fields["avgdl"]))
+        base = BasePostings(_in_memory(arrays, "indptr"), arrays["postings"], arrays["tfs"], float(fields["avgdl"]))
         columns = {name: Column(spec, arrays[f"slot.{name}"]) for name, spec in COLUMNS.items()}
         return cls(
             seq=int(fields["seq"]),
@@ -112,8 +113,9 @@ class State:
             self.slots.remove(cid)
         keep = [i for i, cid in enumerate(ids) if tokens[i] is not None and last[cid] == i]
         if keep:
-            counts = [Counter(tokens[i]) for i in keep]
-            columns: dict[str, np.ndarray | None] = {"dl": np.asarray([len(tokens[i]) for i in keep], np.float32)}
+            kept = [t for i in keep if (t := tokens[i]) is not None]  # all of them: keep has no deletes
+            counts = [Counter(t) for t in kept]
+            columns: dict[str, np.ndarray | None] = {"dl": np.asarray([len(t) for t in kept], np.float32)}
             if vectors is not None:
                 columns["vector"] = vectors[keep]
                 columns["has_vector"] = np.ones(len(keep), np.bool_) if has_vector is None else has_vector[keep]
@@ -130,12 +132,12 @@ class State:
     def replay(self, rows: list[Row]) -> None:
         """Journal rows into memory: the same changes as when they were written."""
         vectors = has = None
-        with_vector = [i for i, row in enumerate(rows) if row.vector is not None]
+        with_vector = [(i, row.vector) for i, row in enumerate(rows) if row.vector is not None]
         if with_vector:
-            dim = len(rows[with_vector[0]].vector) // VECTOR_DTYPE().itemsize
+            dim = len(with_vector[0][1]) // VECTOR_DTYPE().itemsize
             vectors = np.zeros((len(rows), dim), VECTOR_DTYPE)
-            for i in with_vector:
-                vectors[i] = np.frombuffer(rows[i].vector, VECTOR_DTYPE)
+            for i, vector in with_vector:
+                vectors[i] = np.frombuffer(vector, VECTOR_DTYPE)
             has = np.asarray([row.vector is not None for row in rows], np.bool_)
         tokens = [None if row.terms is None else decode_terms(row.terms) for row in rows]
         self.change([row.chunk_id for row in rows], tokens, vectors, has)
@@ -186,3 +188,11 @@ class State:
         for name, values in columns.items():
             arrays[f"slot.{name}"] = ondisk.Array(values, eager=not COLUMNS[name].on_disk)
         return fields, arrays
+
+
+def _in_memory(arrays: dict[str, np.ndarray | DiskArray], name: str) -> np.ndarray:
+    """A snapshot array that is read whole at open."""
+    array = arrays[name]
+    if not isinstance(array, np.ndarray):
+        raise IndexUnusable(f"snapshot array {name} is not read whole")
+    return array
