@@ -9,6 +9,7 @@ from dify_plugin import Endpoint
 from werkzeug import Request, Response
 
 from dify_adapter import external_api
+from dify_adapter.http import dechunked
 from dify_adapter.models import dify_reranker, embedder_for_name
 from dify_adapter.workspace import workspace_library
 
@@ -17,7 +18,7 @@ class RetrievalEndpoint(Endpoint):
     def _invoke(self, r: Request, values: Mapping, settings: Mapping) -> Response:
         reply = external_api.retrieve(
             authorization=r.headers.get("Authorization"),
-            raw_body=r.get_data(cache=False),
+            raw_body=dechunked(r.get_data(cache=False)),
             content_type=r.headers.get("Content-Type", ""),
             settings=dict(settings),
             library_factory=lambda: workspace_library(self.session.storage),

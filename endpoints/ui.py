@@ -11,6 +11,7 @@ from pathlib import Path
 from dify_plugin import Endpoint
 from werkzeug import Request, Response
 
+from dify_adapter.http import dechunked
 from dify_adapter.models import embedder_for_name
 from dify_adapter.workspace import workspace_library
 from kb import KBError, WebApp
@@ -47,7 +48,7 @@ class KnowledgePageEndpoint(Endpoint):
             r.path,
             r.args.to_dict(),
             dict(r.headers),
-            r.get_data(cache=False),
+            dechunked(r.get_data(cache=False)),
             api_key=key,
             embedder_for=lambda name: embedder_for_name(self.session, name),
         )
