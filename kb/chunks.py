@@ -202,14 +202,20 @@ class ChunkStore:
                     ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
                 )
                 copy = None if self.keyword_only else vectors[part]  # kept for exact cosines in hybrid search
-                self.keyword.apply(upserts=list(zip(ids[part], tokens[part], strict=True)), vectors=copy)
+                upserts = list(zip(ids[part], tokens[part], strict=True))
+                self.keyword.apply(upserts=upserts, vectors=copy, metadatas=metadatas[part])  # metadata: filters
 
     def update_metadata(self, ids: list[str], metadatas: list[dict]) -> None:
-        """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same)."""
+        """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same).
+        ``metadatas``: each chunk's whole new metadata, keys to remove given as None (Chroma merges)."""
         step = self.store.max_batch
         for s in range(0, len(ids), step):
+            part, metas = ids[s : s + step], metadatas[s : s + step]
             with self.writing():
-                self.collection.update(ids=ids[s : s + step], metadatas=metadatas[s : s + step])
+                self.keyword.mark_pending(part)
+                self.collection.update(ids=part, metadatas=metas)
+                kept = [{k: v for k, v in m.items() if v is not None} for m in metas]
+                self.keyword.update_metadata(part, kept)  # the keyword index filters by metadata
             yield_now()
 
     def remove_chunks(self, ids: list[str]) -> None:
@@ -292,7 +298,8 @@ class ChunkStore:
         found = self.get(ids, include=self._index_fields)
         present = set(found["ids"])
         upserts, vectors = self._index_rows(found)
-        self.keyword.apply(upserts=upserts, deletes=[c for c in ids if c not in present], vectors=vectors)
+        deletes = [c for c in ids if c not in present]
+        self.keyword.apply(upserts=upserts, deletes=deletes, vectors=vectors, metadatas=found["metadatas"])
         why = f"keyword index reconciled {len(ids)} chunks after an interrupted write"
         log.warning("%s: %s", self.name, why)
         self.repairs.append(why)
@@ -307,10 +314,9 @@ class ChunkStore:
                 nonlocal done
                 for got in self.pages(include=self._index_fields, page=1000):
                     upserts, vectors = self._index_rows(got)
-                    if vectors is None:
-                        yield from upserts
-                    else:
-                        yield from ((cid, tokens, row) for (cid, tokens), row in zip(upserts, vectors, strict=True))
+                    rows = [None] * len(upserts) if vectors is None else list(vectors)
+                    metas = got["metadatas"]
+                    yield from ((c, t, v, m or {}) for (c, t), v, m in zip(upserts, rows, metas, strict=True))
                     done += len(got["ids"])
                     yield_now()
                     if progress:

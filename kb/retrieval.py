@@ -16,9 +16,19 @@ Scores are always in [0, 1] and ``score_threshold`` applies to the final score:
 - with a reranker: the reranker's score.
 
 Several knowledge bases are searched as one: their candidates are pooled and fused once, on
-scores that mean the same in every KB (cosine; the keyword share), so the best hit of a weak KB
-does not outrank the hits of a strong one. KBs built with different embedders have their cosines
-standardised per embedder before pooling.
+scores that mean the same in every KB (cosine; the keyword share, with IDFs and the share's bound
+computed over all the KBs searched, as a distributed search's DFS phase does), so the best hit of
+a weak KB does not outrank the hits of a strong one. KBs built with different embedders have their
+cosines standardised per embedder before pooling.
+
+Metadata filters are evaluated by the keyword index (a mask over its slots, ``kb.keyword.metadata``),
+for both channels: the keyword channel zeroes the other chunks' scores before taking its top; the
+semantic channel asks the HNSW index for more neighbours than it needs (as many as the filter's
+selectivity says, times ``OVERSAMPLE``), keeps those in the mask and asks again for more when too
+few remain, or, for selective filters (``BRUTE_FORCE_MAX`` chunks or fewer), compares the query
+with every matching chunk's float16 vector copy and rescores the best with Chroma's float32
+vectors. Either way a channel's filtered list is its unfiltered ranking restricted to the matching
+chunks, never cut short. A filter the index cannot evaluate exactly goes to Chroma as before.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
 from kb.fusion import DEFAULT_FUSION, FUSIONS, SCORE_FUSIONS, Evidence, fuse, standardized_by_group
 from kb.keyword import KeywordHits
+from kb.keyword.query import Stats
 from kb.records import user_metadata
 from kb.tokenize import word_terms
 
@@ -42,6 +53,9 @@ MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
+BRUTE_FORCE_MAX = 20_000  # filtered semantic search: brute force up to this many matching chunks
+OVERSAMPLE = 1.5  # filtered HNSW search: neighbours asked per expected match
+RESCORE_MARGIN = 2e-3  # float16 copies' cosines are within 1e-3 of float32: rescore this close to the cut
 Reranker = Callable[[str, list[str]], list[float]]
 EmbedderFor = Callable[[ChunkStore], Embedder | None]
 Key = tuple[int, str]  # (index of the KB in the searched list, chunk id)
@@ -133,15 +147,16 @@ def search(
     n = candidates or candidate_count(top_k)
     full_evidence = mode == "hybrid" and fusion in SCORE_FUSIONS
     vectors: dict[str, np.ndarray] = {}
+    modes = [_mode_for(kb, mode) for kb in kbs]
+    stats = _global_stats(kbs, modes, query)
     parts = []
-    for kb in kbs:
-        kb_mode = _mode_for(kb, mode)
+    for kb, kb_mode in zip(kbs, modes, strict=True):
         embedder = None
         if kb_mode != "keyword":
             embedder = embedder_for(kb) if embedder_for else kb.embedder
             if embedder_for:
                 kb.check_embedder(embedder)
-        parts.append(_gather(kb, kb_mode, query, embedder, vectors, n, where, full_evidence))
+        parts.append(_gather(kb, kb_mode, query, embedder, vectors, n, where, full_evidence, stats))
 
     if all(part.mode == "keyword" for part in parts):
         mode = "keyword"  # keyword-only KBs answer hybrid queries from their keywords
@@ -175,6 +190,19 @@ def _mode_for(kb: ChunkStore, mode: str) -> str:
     return "keyword"  # a keyword-only KB answers hybrid queries from its keywords
 
 
+def _global_stats(kbs: Sequence[ChunkStore], modes: list[str], query: str) -> Stats | None:
+    """Several KBs with a keyword channel: their summed collection statistics (one IDF per term)."""
+    searched = [kb for kb, mode in zip(kbs, modes, strict=True) if mode != "semantic"]
+    if len(searched) < 2:
+        return None
+    total = Stats()
+    for kb in searched:
+        kb.wait_keyword_index()
+        kb.refresh()
+        total = total + kb.keyword.term_stats(kb.tokenizer(query))
+    return total
+
+
 def _gather(
     kb: ChunkStore,
     mode: str,
@@ -184,11 +212,13 @@ def _gather(
     n: int,
     where: dict | None,
     full_evidence: bool,
+    stats: Stats | None = None,
 ) -> _Channels:
     """Both channels of one KB: the semantic query runs on a thread while the keyword one runs here."""
-    if mode != "semantic":
+    if mode != "semantic" or where is not None:
         kb.wait_keyword_index()  # a background rebuild (Library.get(background_repair=True))
     kb.refresh()
+    mask = kb.keyword.filter_mask(where) if where is not None else None
     part = _Channels(kb, mode)
     semantic_done = vector = None
     if mode in ("hybrid", "semantic"):
@@ -196,10 +226,10 @@ def _gather(
         vector = vectors.get(embedder.name)
         if vector is None:
             vector = vectors[embedder.name] = embedder.embed_query(query)
-        semantic_done = in_background(_semantic, kb, vector, n, where)  # Chroma releases the GIL
+        semantic_done = in_background(_semantic, kb, vector, n, where, mask)  # Chroma releases the GIL
     if mode in ("hybrid", "keyword"):
         part.terms = kb.tokenizer(query)
-        part.keyword = _keyword(kb, part.terms, n, where)
+        part.keyword = _keyword(kb, part.terms, n, where, mask, stats)
     if full_evidence and part.keyword is not None and vector is not None:
         part.cosine = _cosines(kb, vector, part.keyword.ids)  # keyword candidates' cosines too
     if semantic_done is not None:
@@ -265,9 +295,49 @@ def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
         h.rerank_score = h.score = round(_clip(float(s)), 6)
 
 
-def _semantic(kb: ChunkStore, vector, n: int, where: dict | None) -> list[tuple[str, float]]:
+def _semantic(kb: ChunkStore, vector, n: int, where: dict | None, mask: np.ndarray | None) -> list[tuple[str, float]]:
+    if where is not None and mask is not None:
+        return _semantic_filtered(kb, vector, n, mask)
     got = kb.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
     return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
+
+
+def _semantic_filtered(kb: ChunkStore, vector, n: int, mask: np.ndarray) -> list[tuple[str, float]]:
+    """The semantic ranking restricted to ``mask``: HNSW oversampled, or brute force (module doc)."""
+    matching, total = int(np.count_nonzero(mask)), kb.keyword.count
+    if not matching:
+        return []
+    if matching > BRUTE_FORCE_MAX:
+        k = min(total, int(n * total / matching * OVERSAMPLE) + 16)
+        while True:
+            got = kb.collection.query(query_embeddings=[vector], n_results=k, include=["distances"])
+            ids, distances = got["ids"][0], got["distances"][0]
+            slot_of = kb.keyword.slot_of
+            kept = [
+                (cid, 1.0 - d)
+                for cid, d in zip(ids, distances, strict=True)
+                if (slot := slot_of(cid)) is not None and slot < len(mask) and mask[slot]
+            ]
+            if len(kept) >= n or len(ids) < k or k >= total:
+                return kept[:n]
+            if k * 4 > total // 4:
+                break  # asking HNSW for a quarter of the KB: brute force costs less
+            k *= 4
+    ids, _ = kb.keyword.nearest(vector, mask, n, RESCORE_MARGIN)
+    return _exact_cosines(kb, vector, ids)[:n]
+
+
+def _exact_cosines(kb: ChunkStore, vector, ids: list[str]) -> list[tuple[str, float]]:
+    """These chunks by their cosine with ``vector`` computed from Chroma's float32 vectors, best first."""
+    if not ids:
+        return []
+    q = np.asarray(vector, dtype=np.float32)
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    got = kb.get(ids, include=["embeddings"])
+    stored = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+    sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
+    order = np.argsort(-sims, kind="stable")
+    return [(got["ids"][i], float(sims[i])) for i in order.tolist()]
 
 
 def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
@@ -286,9 +356,11 @@ def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
     return out
 
 
-def _keyword(kb: ChunkStore, terms: list[str], n: int, where: dict | None) -> KeywordHits:
+def _keyword(
+    kb: ChunkStore, terms: list[str], n: int, where: dict | None, mask: np.ndarray | None, stats: Stats | None
+) -> KeywordHits:
     accept = None
-    if where is not None:
+    if where is not None and mask is None:  # a filter the keyword index cannot evaluate exactly
 
         def accept(ids: list[str]) -> set[str]:
             # By id, with the filter checked here: a Chroma ``get`` with both ids and a ``where``
@@ -296,7 +368,7 @@ def _keyword(kb: ChunkStore, terms: list[str], n: int, where: dict | None) -> Ke
             got = kb.get(ids, include=["metadatas"])
             return {cid for cid, meta in zip(got["ids"], got["metadatas"], strict=True) if matches(where, meta or {})}
 
-    return kb.keyword.search(terms, n, accept)
+    return kb.keyword.search(terms, n, accept, mask, stats)
 
 
 def _fetch_hits(
