@@ -121,10 +121,10 @@ def test_filtered_keyword_channel_is_the_unfiltered_ranking_restricted(kb, where
         assert [h.id for h in hits] == [cid for cid, _ in expected[:10]]
 
 
-@pytest.mark.parametrize("brute_force_max", [20_000, 10])  # brute force; HNSW oversampled (then brute force)
+@pytest.mark.parametrize("hnsw_cost", [(10**9, 0), (0, 0)])  # brute force; HNSW oversampled where k < all
 @pytest.mark.parametrize("where", FILTERS)
-def test_filtered_semantic_channel_is_the_unfiltered_ranking_restricted(kb, where, brute_force_max, monkeypatch):
-    monkeypatch.setattr(retrieval, "BRUTE_FORCE_MAX", brute_force_max)
+def test_filtered_semantic_channel_is_the_unfiltered_ranking_restricted(kb, where, hnsw_cost, monkeypatch):
+    monkeypatch.setattr(retrieval, "HNSW_COST_ROWS", hnsw_cost)
     metas = _truth(kb)
     for query in QUERIES:
         expected = [(cid, c) for cid, c in _exact_semantic(kb, query) if matches(normalize_filter(where), metas[cid])]

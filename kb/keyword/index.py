@@ -327,7 +327,7 @@ class KeywordIndex:
                 return [], np.zeros(0, np.float32)
             q = np.asarray(vector, np.float32)
             q = q / max(float(np.linalg.norm(q)), 1e-12)
-            cos = rows @ q
+            cos = np.einsum("ij,j->i", rows, q)  # not BLAS: its threads stall on a busy machine (12 ms vs 0.3 ms)
             if len(cos) > limit:
                 edge = np.partition(cos, len(cos) - limit)[len(cos) - limit] - margin
                 keep = np.flatnonzero(cos >= edge)
