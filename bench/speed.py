@@ -156,6 +156,11 @@ print(json.dumps({"import_s": t_import, "first_answer_s": first, "peak_rss_mb": 
 """
 
 
+def _note(size: int, text: str) -> None:
+    """Progress on stderr: a long run shows each figure as soon as it is measured."""
+    print(f"[speed {size:,}] {text}", file=sys.stderr, flush=True)
+
+
 def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     import bm25s
     import chromadb
@@ -186,6 +191,7 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
             metadatas=metas[s : s + BATCH],
         )
     ref_add_s = time.perf_counter() - t0
+    _note(size, f"raw Chroma add {ref_add_s:.1f} s")
 
     # Ours: the full ingest path.
     kb_dir = workdir / f"kb-{size}"
@@ -199,6 +205,7 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     report = kb.ingest(docs, batch_size=BATCH)
     ingest_s = time.perf_counter() - t0 - embedder.seconds  # embedding is excluded (reported apart)
     assert report.added == size, report
+    _note(size, f"ingest {ingest_s:.1f} s (stand-in embedder {embedder.seconds:.1f} s apart)")
     stored = kb.collection.get(limit=1, include=["metadatas"])["metadatas"][0]
     assert stored.keys() == metas[0].keys(), f"the reference must store what the ingest stores: {stored}"
 
@@ -241,6 +248,7 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
         kb.search(queries[i], top_k=10)
     ref_hybrid = _timed(reference_hybrid, range(len(queries)))
     ours_hybrid = _timed(lambda q: kb.search(q, top_k=10), queries)
+    _note(size, f"hybrid p50/p95 {_ms(ours_hybrid)} ms, reference {_ms(ref_hybrid)} ms")
 
     # Filtered search beside the same search unfiltered, interleaved query by query (the machine's
     # load moves all of them alike).
@@ -260,6 +268,8 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
         if label != "none":
             ratio = percentile(times[(mode, label)], 50) / percentile(times[(mode, "none")], 50)
             filtered[f"{mode}_{label}_p50_ratio"] = round(ratio, 3)
+
+    _note(size, f"filtered {filtered}")
 
     # Adding 1,000 chunks to the keyword index vs rebuilding it.
     extra = [f"{t} +{i}" for i, t in enumerate(passages(1000))]
