@@ -42,7 +42,11 @@ from kb.keyword.state import State
 
 COMPACT_FRACTION = 0.05
 COMPACT_MIN_ROWS = 2000
-BULK_MAX_CHANGES = 50_000  # bulk mode: at most this many chunks' postings and vectors wait in memory
+# Bulk mode: at most this many chunks' postings and vectors wait in memory (about 1.3 KB each with
+# a 384-d vector: 250 MB). Above it, each compaction rewrites the whole snapshot: an ingest of N
+# chunks rewrites about N²/(2 × this) + 2N slots (at 1M: 3.5M slots; 10.5M with the former 50k,
+# a compaction costing about 5 s of CPU per 100k slots).
+BULK_MAX_CHANGES = 200_000
 
 
 class KeywordIndex:

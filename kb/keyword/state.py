@@ -8,6 +8,7 @@ load, a compaction or a reset builds a new one — and changes it in place only 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from kb.keyword.disk_array import DiskArray
 from kb.keyword.errors import IndexUnusable
 from kb.keyword.journal import Row, decode_metadata, decode_terms
 from kb.keyword.metadata import MetadataColumns
-from kb.keyword.postings import POSTING, BasePostings, Delta, Vocabulary, Weigh
+from kb.keyword.postings import MERGE_BLOCK, POSTING, BasePostings, Delta, Vocabulary, Weigh, merge_runs
 from kb.keyword.scoring import BM25Params
 from kb.keyword.slots import COLUMNS, VECTOR_DTYPE, Column, SlotTable
 
@@ -179,29 +180,40 @@ class State:
     def compacted(self, signature: str, params: BM25Params) -> tuple[dict, dict[str, ondisk.Array]]:
         """The snapshot of this state (``ondisk`` fields and arrays): base and delta merged,
         deleted chunks dropped, slots and terms renumbered densely, weights at the new average."""
-        parts = [self.base.arrays(), self.delta.arrays()]
-        p_term, p_slot, p_tf = (np.concatenate([part[i] for part in parts]) for i in range(3))
-        live, terms = self.slots.live, self.vocab.terms
-        if self.slots.n_dead:
-            keep = live[p_slot]
-            p_term, p_slot, p_tf = p_term[keep], p_slot[keep], p_tf[keep]
-            p_slot = (np.cumsum(live, dtype=np.int64) - 1)[p_slot].astype(np.int32)
-            used = np.zeros(len(terms), np.bool_)
-            used[p_term] = True
-            p_term = (np.cumsum(used, dtype=np.int64) - 1)[p_term]
+        live, terms, n_dead = self.slots.live, self.vocab.terms, self.slots.n_dead
+        # Postings per term, live ones only: the snapshot's offsets give its counts without reading it.
+        counts = np.zeros(len(terms), np.int64)
+        slot_map = None
+        if n_dead:
+            slot_map = np.where(live, np.cumsum(live, dtype=np.int64) - 1, -1).astype(np.int64)
+            for tids, slots, _ in self.base.runs():
+                counts += np.bincount(tids[live[slots]], minlength=len(terms))
+        else:
+            counts[: self.base.n_terms] = np.diff(self.base.indptr)
+        for seg in self.delta.segments:
+            seg_terms = seg.term_per_posting()
+            counts += np.bincount(seg_terms[live[seg.slots]] if n_dead else seg_terms, minlength=len(terms))
+        # Base and segments are each sorted by (term, slot), later parts holding higher slots.
+        runs = itertools.chain(
+            self.base.runs(), ((seg.term_per_posting(), seg.slots, seg.tfs) for seg in self.delta.segments)
+        )
+        p_slot, p_tf = merge_runs(runs, counts, slot_map)
+        if n_dead:
+            used = counts > 0
+            counts = counts[used]
             terms = [t for t, ok in zip(terms, used, strict=True) if ok]
-        # Base and segments are each sorted by (term, slot), and later parts hold higher slots:
-        # a stable sort by term alone (merging sorted runs) gives the (term, slot) order.
-        order = np.argsort(p_term, kind="stable")
-        p_slot, p_tf, p_term = p_slot[order], p_tf[order], p_term[order]
         indptr = np.zeros(len(terms) + 1, np.int64)
-        np.cumsum(np.bincount(p_term, minlength=len(terms)), out=indptr[1:])
+        np.cumsum(counts, out=indptr[1:])
         ids, columns = self.slots.compacted()
         meta_keys, meta_arrays, meta_tables = self.meta.compacted(live)
         dl = columns["dl"]
         avgdl = scoring.average_length(float(dl.sum(dtype=np.float64)), len(ids))
         records = np.empty(len(p_slot), POSTING)
-        records["slot"], records["w"] = p_slot, scoring.term_weight(p_tf, dl[p_slot], avgdl, params)
+        records["slot"] = p_slot
+        for a in range(0, len(p_slot), MERGE_BLOCK):  # in blocks: the formula's temporaries stay small
+            z = a + MERGE_BLOCK
+            records["w"][a:z] = scoring.term_weight(p_tf[a:z], dl[p_slot[a:z]], avgdl, params)
+        del p_slot
         fields = {
             "seq": self.seq,
             "signature": signature,
