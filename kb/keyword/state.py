@@ -80,6 +80,8 @@ class State:
         tables = [json.loads(bytes(_in_memory(arrays, f"meta.{j}.strings"))) for j in range(len(keys))]
         columns_of = {name: _in_memory(arrays, name) for name in arrays if name.startswith("meta.")}
         meta = MetadataColumns.of(len(ids), keys, columns_of, tables)
+        for name in columns_of:  # copied into ``meta``'s growable columns: not kept twice
+            del arrays[name]
         return cls(
             seq=int(fields["seq"]),
             epoch=epoch,
