@@ -55,9 +55,10 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 OVERSAMPLE = 1.5  # filtered HNSW search: neighbours asked per expected match
 # Filtered semantic search: a HNSW query for k neighbours costs about what brute force over
-# HNSW_COST_ROWS[0] + HNSW_COST_ROWS[1] × k vector copies does (measured at 100k chunks: k = 400
-# 6 ms, 1,600 18 ms, 3,200 69 ms; brute force 1,000 rows 0.9 ms, 5,000 15-21 ms, 20,000 56 ms).
-HNSW_COST_ROWS = (500, 4)
+# HNSW_COST_ROWS[0] + HNSW_COST_ROWS[1] × k vector copies does (measured at 300k chunks, 384-d, on
+# the loaded 2-core machine: HNSW k = 400 16 ms, 1,600 53 ms, 3,200 94 ms; brute force 1,000 rows
+# 1.2 ms, 5,000 9 ms, 20,000 37 ms).
+HNSW_COST_ROWS = (3000, 15)
 RESCORE_MARGIN = 2e-3  # float16 copies' cosines are within 1e-3 of float32: rescore this close to the cut
 Reranker = Callable[[str, list[str]], list[float]]
 EmbedderFor = Callable[[ChunkStore], Embedder | None]
