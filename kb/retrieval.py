@@ -219,10 +219,12 @@ def _gather(
     stats: Stats | None = None,
 ) -> _Channels:
     """Both channels of one KB: the semantic query runs on a thread while the keyword one runs here."""
-    if mode != "semantic" or where is not None:
+    if mode != "semantic":
         kb.wait_keyword_index()  # a background rebuild (Library.get(background_repair=True))
     kb.refresh()
-    mask = kb.keyword.filter_mask(where) if where is not None else None
+    # The filter as a mask over the keyword index; while that index is rebuilt in the background a
+    # semantic search does not wait for it: Chroma filters, as before.
+    mask = kb.keyword.filter_mask(where) if where is not None and kb.keyword_ready else None
     part = _Channels(kb, mode)
     semantic_done = vector = None
     if mode in ("hybrid", "semantic"):

@@ -175,3 +175,16 @@ def test_a_filter_on_a_key_the_index_does_not_hold_is_still_exact(tmp_path):
     assert kb.keyword.filter_mask(normalize_filter({"parent_text": text})) is None
     assert kb.search("leave", mode="keyword", where={"parent_text": text})
     assert kb.search("leave", mode="keyword", where={"parent_text": "other"}) == []
+
+
+def test_a_filtered_semantic_search_does_not_wait_for_a_keyword_index_being_rebuilt(tmp_path):
+    """While the keyword index is rebuilt in the background (empty meanwhile), its mask would
+    match nothing: a semantic search filters through Chroma instead, without waiting."""
+    import threading
+
+    kb = Library(tmp_path).create("rebuilding", HashEmbedder())
+    kb.ingest([SourceDocument(f"annual leave rule {i}", f"d{i}", metadata={"year": 2020 + i % 3}) for i in range(30)])
+    kb.keyword.reset()  # what a rebuild starts with
+    kb._rebuilding = threading.Thread(target=lambda: None)  # a rebuild under way (never started: joining it fails)
+    hits = kb.search("annual leave", mode="semantic", where={"year": 2021}, top_k=20)
+    assert len(hits) == 10 and all(h.metadata["year"] == 2021 for h in hits)
