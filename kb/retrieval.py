@@ -141,7 +141,8 @@ def search(
             embedder = embedder_for(kb) if embedder_for else kb.embedder
             if embedder_for:
                 kb.check_embedder(embedder)
-        parts.append(_gather(kb, kb_mode, query, embedder, vectors, n, where, full_evidence))
+        # A damaged keyword index found meanwhile is rebuilt from Chroma, and the KB gathered again.
+        parts.append(kb.repairing(_gather, kb, kb_mode, query, embedder, vectors, n, where, full_evidence))
 
     if all(part.mode == "keyword" for part in parts):
         mode = "keyword"  # keyword-only KBs answer hybrid queries from their keywords
@@ -279,10 +280,9 @@ def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
     out = dict(zip(found, (units @ q).tolist(), strict=True)) if found else {}
     missing = [cid for cid in ids if cid not in out]
     if missing:
-        got = kb.get(missing, include=["embeddings"])
-        stored = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+        got, stored = kb.stored_vectors(missing)
         sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
-        out.update(zip(got["ids"], sims.tolist(), strict=True))
+        out.update(zip(got, sims.tolist(), strict=True))
     return out
 
 
