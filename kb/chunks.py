@@ -136,7 +136,7 @@ class ChunkStore:
         if not self.keyword.pending():
             return
         try:
-            with self.lock.hold(timeout=0):  # held: a writer is at work, and its apply clears the mark
+            with self.writing(timeout=0):  # held: a writer is at work, and its apply clears the mark
                 self.keyword.refresh()
                 pending = self.keyword.pending()
                 if pending:
@@ -202,11 +202,12 @@ class ChunkStore:
 
     # ------------------------------------------------------------------ writes
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, timeout: float | None = None) -> Iterator[None]:
         """The write lock, with this KB still there. ``Library.drop`` takes the same lock, so a KB
         dropped by another process meanwhile ends this writer with a clear error, before it writes
-        to a deleted collection or recreates the dropped KB's keyword index."""
-        with self.lock.hold():
+        to a deleted collection or touches the keyword index (whose directory a KB created again
+        under the same name uses). Every change to the keyword index's files is made under it."""
+        with self.lock.hold(timeout):
             if not self._still_exists():
                 raise NotFound(
                     f"Knowledge base {self.name!r} was dropped by another process while this was writing to it; "
@@ -309,13 +310,18 @@ class ChunkStore:
     def _ensure_keyword_index(self, background: bool = False) -> None:
         try:
             self.keyword.load()
-        except IndexUnusable as exc:
-            if self.count() == 0:  # a new KB: nothing to repair
-                with self.lock.hold():
-                    self.keyword.reset()
-            else:
-                self._repair(f"keyword index rebuilt ({exc})", background)
-            return
+        except IndexUnusable:
+            # Decided under the lock: another process may be creating the index, or ingesting
+            # into the new KB, right now (an empty KB reset after its first write loses it).
+            with self.writing():
+                try:
+                    self.keyword.load()
+                except IndexUnusable as exc:
+                    if self.count() == 0:  # a new KB: nothing to repair
+                        self.keyword.reset()
+                    else:
+                        self._repair(f"keyword index rebuilt ({exc})", background)
+                    return
         try:
             why = self._out_of_step()
         except IndexUnusable as exc:
@@ -326,12 +332,12 @@ class ChunkStore:
     def _out_of_step(self) -> str | None:
         """Reconcile an interrupted write's mark; why the loaded index must be rebuilt, if it must."""
         if self.keyword.pending():
-            with self.lock.hold():
+            with self.writing():
                 self.keyword.refresh()
                 if self.keyword.pending():
                     self._reconcile(self.keyword.pending())
         if self.keyword.count != self.count():
-            with self.lock.hold():
+            with self.writing():
                 self.keyword.refresh()
                 if self.keyword.count != self.count():
                     return f"keyword index rebuilt (it had {self.keyword.count} chunks, the store {self.count()})"
@@ -374,7 +380,7 @@ class ChunkStore:
 
     def rebuild_keyword_index(self, progress: Progress | None = None) -> int:
         """Rebuild the keyword index from Chroma alone. Returns the number of chunks indexed."""
-        with self.lock.hold():
+        with self.writing():
             total = self.count()
             done = 0
 

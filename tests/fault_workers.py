@@ -59,15 +59,13 @@ QUERIES = ["annual leave days", "travel receipts", "disk encryption", "rank fusi
 
 def documents(edited: bool = False):
     """The corpus: each topic a document of four paragraphs (a chunk each). ``edited``: the same
-    corpus after an edit (one paragraph changed in every other document, one document removed)."""
+    corpus after an edit (the second paragraph of every document rewritten)."""
     from kb import text_document
 
     docs = []
     for i, (doc_id, title, sentence) in enumerate(TOPICS):
-        if edited and i == 3:
-            continue
         paragraphs = [f"{sentence} {extra}" for extra in PARTS]
-        if edited and i % 2 == 0:
+        if edited:
             paragraphs[1] = f"{sentence} Revised: the committee changed this in June."
         docs.append(text_document("\n\n".join(paragraphs), doc_id, title=title, metadata={"n": i}))
     return docs
@@ -272,15 +270,13 @@ def state(data_dir: str) -> dict:
     """What the store holds and answers: both indexes' chunk ids, the repairs opening it made,
     orphaned files, and every query's results in each mode."""
     lib = library(data_dir)
+    out: dict = {"kbs": [info.name for info in lib.list()]}
+    kb = lib.get(KB_NAME) if KB_NAME in out["kbs"] else None  # opening it is the recovery
     keyword_root = Path(data_dir) / "keyword"
-    out: dict = {
-        "kbs": [info.name for info in lib.list()],
-        "keyword_dirs": sorted(p.name for p in keyword_root.iterdir()) if keyword_root.is_dir() else [],
-        "temporaries": sorted(p.name for p in keyword_root.glob("*/snapshot.*.tmp")),
-    }
-    if KB_NAME not in out["kbs"]:
+    out["keyword_dirs"] = sorted(p.name for p in keyword_root.iterdir()) if keyword_root.is_dir() else []
+    out["temporaries"] = sorted(p.name for p in keyword_root.glob("*/snapshot.*.tmp"))
+    if kb is None:
         return out
-    kb = lib.get(KB_NAME)
     out["collection"] = kb.collection.name
     out["repairs"] = kb.repairs
     out["chroma_ids"] = sorted(kb.collection.get(include=[])["ids"])

@@ -85,7 +85,8 @@ ROUNDS = 6
 
 def create_ingest_or_drop(data_dir, barrier, results, i):
     """Half the processes create the KB and ingest into it, half drop it, ``ROUNDS`` times each;
-    every step's outcome: ``ok`` or the KBError's class and one-line message."""
+    every step's outcome: ``ok``, ``out of step`` (the two indexes disagree after an ingest), or
+    the KBError's class and one-line message."""
     from kb import KBError, Library, text_document
 
     library = Library(data_dir)
@@ -98,6 +99,11 @@ def create_ingest_or_drop(data_dir, barrier, results, i):
             else:
                 kb = library.get_or_create("shared", None)
                 kb.ingest([text_document(f"Round {r} of process {i}: apples and pears.", f"p{i}-r{r}")])
+                with kb.writing():  # both indexes, as this writer left them (NotFound if dropped since)
+                    kb.keyword.refresh()
+                    if kb.count() != kb.keyword.count:
+                        out.append(["out of step", f"Chroma {kb.count()}, keyword index {kb.keyword.count}"])
+                        continue
             out.append(["ok", ""])
         except KBError as exc:
             out.append([type(exc).__name__, str(exc)])
