@@ -281,6 +281,9 @@ def test_each_derived_file_damaged_at_rest_is_repaired_and_answers_equal_a_clean
     assert consistent(reopened)
     assert fw.same_answers(results(reopened), clean_results)
     assert not list(folder.glob("snapshot.*.tmp"))
+    # Found (at open, or at the first read of the damaged bytes) and rebuilt; or harmless: SQLite
+    # ignores WAL frames whose checksums fail, and a dead writer's temporary is only deleted.
+    assert bool(reopened.repairs) == (damage not in (damage_journal_wal, damage_temporaries)), reopened.repairs
 
 
 # ---------------------------------------------------------------------- a damaged Chroma file: one line at the CLI
