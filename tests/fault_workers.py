@@ -57,9 +57,10 @@ EXTRA = "Visitors park their bicycles in the underground garage near the elevato
 QUERIES = ["annual leave days", "travel receipts", "disk encryption", "rank fusion", "年假顺延", "报销发票", "远程办公"]
 
 
-def documents(edited: bool = False):
+def documents(edited: bool = False, shifted: bool = False):
     """The corpus: each topic a document of four paragraphs (a chunk each). ``edited``: the same
-    corpus after an edit (the second paragraph of every document rewritten)."""
+    corpus after an edit (the second paragraph of every document rewritten); ``shifted``: after a
+    paragraph inserted at the top of every document (the others' positions move)."""
     from kb import text_document
 
     docs = []
@@ -67,6 +68,8 @@ def documents(edited: bool = False):
         paragraphs = [f"{sentence} {extra}" for extra in PARTS]
         if edited:
             paragraphs[1] = f"{sentence} Revised: the committee changed this in June."
+        if shifted:
+            paragraphs.insert(0, f"Preface to {title}: read this first.")
         docs.append(text_document("\n\n".join(paragraphs), doc_id, title=title, metadata={"n": i}))
     return docs
 
@@ -159,6 +162,9 @@ KILL_POINTS = {
     # compaction
     "snapshot-half-written": "while the snapshot's temporary file is written (a part of its bytes on disk)",
     "snapshot-renamed": "after the new snapshot replaced the old, before the journal was trimmed",
+    "chroma-updated": "after Chroma's metadata update of moved chunks, before the stale ones are removed",
+    # rebuild-index
+    "keyword-emptied": "rebuild: after the keyword index was reset, before the chunks were read from Chroma",
     # drop
     "collection-deleted": "drop: after Chroma deleted the collection, before the keyword index was reset",
     "keyword-reset": "drop: after the keyword index was reset, before its directory was removed",
@@ -182,6 +188,10 @@ def arm(kill_at: str) -> None:
     _after(Journal, "set_pending", reach("pending-marked"))
     _before(KeywordIndex, "apply", reach("chroma-written"))
     _before(KeywordIndex, "reset", reach("collection-deleted"))
+    _after(KeywordIndex, "reset", reach("keyword-emptied"))
+    from chromadb.api.models.Collection import Collection
+
+    _after(Collection, "update", reach("chroma-updated"))
     _before(KeywordIndex, "close", reach("keyword-reset"))
     _before(Journal, "snapshot_taken", reach("snapshot-renamed"))
 
@@ -239,7 +249,7 @@ def setup(action: str, data_dir: str) -> None:
 
     kb.keyword.index.COMPACT_MIN_ROWS = COMPACT_MIN_ROWS
     lib = library(data_dir)
-    if action in ("delete", "edit", "drop") and not lib.exists(KB_NAME):
+    if action in ("delete", "edit", "shift", "rebuild", "drop") and not lib.exists(KB_NAME):
         lib.get_or_create(KB_NAME, HashEmbedder()).ingest(documents(), chunking(), batch_size=BATCH)
 
 
@@ -251,6 +261,10 @@ def act(action: str, data_dir: str) -> None:
         lib.get_or_create(KB_NAME, HashEmbedder()).ingest(documents(), chunking(), batch_size=BATCH)
     elif action == "edit":
         lib.get(KB_NAME).ingest(documents(edited=True), chunking(), batch_size=BATCH)
+    elif action == "shift":
+        lib.get(KB_NAME).ingest(documents(shifted=True), chunking(), batch_size=BATCH)
+    elif action == "rebuild":
+        lib.get(KB_NAME).rebuild_keyword_index()
     elif action == "add":  # one more document into the KB another process holds open
         lib.get(KB_NAME).ingest([text_document(EXTRA, "extra", title="Parking")], chunking())
     elif action == "delete":
