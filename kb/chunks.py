@@ -63,6 +63,7 @@ class ChunkStore:
         self._embedder: Embedder | Any | None = _AUTO
         self.repairs: list[str] = []
         self._rebuilding: threading.Thread | None = None  # a background rebuild of the keyword index
+        self.background_repair = background_repair
         self._ensure_keyword_index(background_repair)
 
     @property
@@ -129,7 +130,7 @@ class ChunkStore:
         reconcile the chunks of a writer that died halfway (its mark is there and nobody holds the
         lock), so a long-lived process need not be reopened to see them."""
         if self._rebuilding is None:
-            self.repairing(self._catch_up)
+            self.repairing(self._catch_up, reading=True)
 
     def _catch_up(self) -> None:
         self.keyword.refresh()
@@ -289,15 +290,22 @@ class ChunkStore:
         if rebuilding is not None:
             rebuilding.join()
 
-    def repairing[T](self, call: Callable[..., T], *args: Any) -> T:
+    def repairing[T](self, call: Callable[..., T], *args: Any, reading: bool = False) -> T:
         """``call(*args)``, a use of the keyword index. When it finds the index's files damaged (a
         search reading a corrupt term, a write compacting, another process's broken journal), the
         index is rebuilt from Chroma and ``call`` runs once more; a second failure is a
-        StorageError."""
+        StorageError. A read (``reading``) of a KB opened with ``background_repair`` starts the
+        rebuild in the background instead and raises StoreBusy: the caller has a deadline, and its
+        next call finds ``keyword_ready`` False (an endpoint then answers from the vectors)."""
         try:
             return call(*args)
         except IndexUnusable as exc:
             why = f"keyword index rebuilt ({exc})"
+        if reading and self.background_repair:
+            self._repair(why, background=True)
+            raise StoreBusy(
+                f"The keyword index of {self.name!r} was found damaged and is being rebuilt; try again in a minute."
+            )
         self._repair(why)
         try:
             return call(*args)

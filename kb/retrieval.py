@@ -142,7 +142,8 @@ def search(
             if embedder_for:
                 kb.check_embedder(embedder)
         # A damaged keyword index found meanwhile is rebuilt from Chroma, and the KB gathered again.
-        parts.append(kb.repairing(_gather, kb, kb_mode, query, embedder, vectors, n, where, full_evidence))
+        gather = (kb, kb_mode, query, embedder, vectors, n, where, full_evidence)
+        parts.append(kb.repairing(_gather, *gather, reading=True))
 
     if all(part.mode == "keyword" for part in parts):
         mode = "keyword"  # keyword-only KBs answer hybrid queries from their keywords

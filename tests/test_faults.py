@@ -22,7 +22,7 @@ from pathlib import Path
 import fault_workers as fw
 import pytest
 
-from kb import StorageError, text_document
+from kb import StorageError, StoreBusy, text_document
 from kb.keyword import IndexUnusable
 from kb.keyword import index as keyword_index
 
@@ -115,6 +115,22 @@ def test_a_journal_damaged_under_an_open_kb_is_rebuilt_at_the_next_write(compact
     assert kb.repairs and consistent(kb)
     assert kb.search("bicycles garage", mode="keyword", top_k=1)[0].doc_id == "extra"
     kb.delete_document("extra")
+    assert fw.same_answers(results(kb), clean_results)
+
+
+def test_damage_found_by_a_search_with_a_deadline_is_rebuilt_in_the_background(tmp_path, clean_results):
+    """A KB opened for a caller with a deadline (the endpoint: ``background_repair``) does not
+    rebuild inside the search that finds the damage: that search gets one line, the rebuild runs
+    in the background (``keyword_ready`` False meanwhile), and the answers come back whole after."""
+    fw.library(tmp_path / "data").get_or_create(fw.KB_NAME, fw.HashEmbedder()).ingest(fw.documents(), fw.chunking())
+    kb = fw.library(tmp_path / "data").get(fw.KB_NAME, background_repair=True)
+    kb.keyword.compact()
+    offset, spec = snapshot_arrays(kb.keyword.directory)["postings"]
+    overwrite(kb.keyword.directory / "snapshot.bin", offset, b"\xff" * (int(spec["shape"][0]) * 8))
+    with pytest.raises(StoreBusy, match="found damaged and is being rebuilt; try again in a minute"):
+        kb.search("annual leave days", mode="keyword")
+    kb.wait_keyword_index()
+    assert kb.keyword_ready and any("corrupt" in r for r in kb.repairs) and consistent(kb)
     assert fw.same_answers(results(kb), clean_results)
 
 
