@@ -160,7 +160,9 @@ def search(
             embedder = embedder_for(kb) if embedder_for else kb.embedder
             if embedder_for:
                 kb.check_embedder(embedder)
-        parts.append(_gather(kb, kb_mode, query, embedder, vectors, n, where, full_evidence, stats))
+        # A damaged keyword index found meanwhile is rebuilt from Chroma, and the KB gathered again.
+        gather = (kb, kb_mode, query, embedder, vectors, n, where, full_evidence, stats)
+        parts.append(kb.repairing(_gather, *gather, reading=True))
 
     if all(part.mode == "keyword" for part in parts):
         mode = "keyword"  # keyword-only KBs answer hybrid queries from their keywords
@@ -326,21 +328,21 @@ def _semantic_filtered(kb: ChunkStore, vector, n: int, mask: np.ndarray) -> list
         if len(kept) >= n or len(ids) < k:
             return kept[:n]
         k *= 4  # fewer matches among the nearest than the filter's share predicts: ask for more
-    ids, _ = kb.keyword.nearest(vector, mask, n, RESCORE_MARGIN)
-    return _exact_cosines(kb, vector, ids)[:n]
+    ids, approx = kb.keyword.nearest(vector, mask, n, RESCORE_MARGIN)
+    return _exact_cosines(kb, vector, ids, approx.tolist())[:n]
 
 
-def _exact_cosines(kb: ChunkStore, vector, ids: list[str]) -> list[tuple[str, float]]:
-    """These chunks by their cosine with ``vector`` computed from Chroma's float32 vectors, best first."""
+def _exact_cosines(kb: ChunkStore, vector, ids: list[str], approx: list[float]) -> list[tuple[str, float]]:
+    """These chunks by their cosine with ``vector`` computed from Chroma's float32 vectors, best
+    first (``approx``, the float16 copy's, for a chunk whose vector this process cannot read)."""
     if not ids:
         return []
     q = np.asarray(vector, dtype=np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
-    got = kb.get(ids, include=["embeddings"])
-    stored = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+    got, stored = kb.stored_vectors(ids)
     sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
-    order = np.argsort(-sims, kind="stable")
-    return [(got["ids"][i], float(sims[i])) for i in order.tolist()]
+    cosine = dict(zip(ids, approx, strict=True)) | dict(zip(got, sims.tolist(), strict=True))
+    return sorted(cosine.items(), key=lambda pair: -pair[1])
 
 
 def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
@@ -352,10 +354,9 @@ def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
     out = dict(zip(found, (units @ q).tolist(), strict=True)) if found else {}
     missing = [cid for cid in ids if cid not in out]
     if missing:
-        got = kb.get(missing, include=["embeddings"])
-        stored = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+        got, stored = kb.stored_vectors(missing)
         sims = stored @ q / np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
-        out.update(zip(got["ids"], sims.tolist(), strict=True))
+        out.update(zip(got, sims.tolist(), strict=True))
     return out
 
 
