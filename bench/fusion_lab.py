@@ -6,7 +6,7 @@ candidate's cosine, keyword share and coverage, both channels' lists), the docum
 and the two document-level channel lists the peers fuse (``bench.quality.Dataset.channels``).
 Query vectors go to the same cache as ``bench quality``.
 
-    .venv/bin/python -m bench.fusion_lab DATASET_DIR EMBEDDER OUT.pkl [--data-dir D]
+    .venv/bin/python -m bench.fusion_lab DATASET_DIR EMBEDDER OUT.pkl [--data-dir D] [--test-queries N]
 
 The pickle holds plain numpy arrays and lists; ``bench/fusion_replay.py`` reads it.
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 import kb.retrieval
 from bench.common import ROOT
-from bench.quality import DEPTH, CachedQueries, _by_doc, tuning_split
+from bench.quality import DEPTH, TUNED_ON_A_FIFTH, CachedQueries, _by_doc, tuning_split
 from kb.eval import load_beir, prepare
 from kb.tokenize import word_terms
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("embedder")
     parser.add_argument("out")
     parser.add_argument("--data-dir")
+    parser.add_argument("--test-queries", type=int, help="only the first N test queries by id (all train/tuning ones)")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     kbase, queries, qrels, _, _ = prepare(folder, data_dir=args.data_dir, embedder=args.embedder)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             qrels.setdefault(q, rel)
             split_of.setdefault(q, "train")
     for q in split_of:
-        if split_of[q] == "test" and tuning_split(q):
+        if split_of[q] == "test" and folder.name in TUNED_ON_A_FIFTH and tuning_split(q):
             split_of[q] = "test/tuning-fifth"
     cache = ROOT / "bench" / "results" / "cache" / f"{kbase.collection.name}-queries.npz"
     embedder = CachedQueries(kbase.embedder, cache)
@@ -64,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         captured.append(evidence)
         return real_fuse(fusion, evidence, vector_weight)
 
-    kb.retrieval.fuse = spy  # type: ignore[assignment]
+    kb.retrieval.fuse = spy
     rows = []
     qids = sorted(q for q in qrels if q in queries)
+    if args.test_queries is not None:
+        test = [q for q in qids if split_of[q] == "test"][: args.test_queries]
+        qids = sorted(set(test) | {q for q in qids if split_of[q] != "test"})
     started = time.perf_counter()
     for n, qid in enumerate(qids, 1):
         text = queries[qid]
