@@ -9,6 +9,7 @@ from kb.fusion import (
     ADAPTIVE_MIN,
     FLAT_DEPTH,
     FLAT_GAP,
+    FLAT_MIN_SHARE,
     Evidence,
     adaptive_vector_weight,
     default_vector_weight,
@@ -139,8 +140,8 @@ def test_default_never_ranks_below_the_better_channel_when_the_other_is_noise(no
     assert equal_weights_lost > 0
 
 
-def test_keyword_noise_beat_the_previous_default():
-    # The keyword-share weight alone (before saturation) follows the noise in this case.
+def test_the_keyword_share_weight_alone_follows_keyword_noise():
+    # The keyword-share weight alone (without the flat-page step) follows the noise in this case.
     lost = 0
     for seed in range(20):
         relevant, cosine, bm25, coverage, words = _noise_case(seed, "keyword")
@@ -161,7 +162,10 @@ def test_a_flat_keyword_page_moves_the_weight_to_the_vectors():
     assert default_vector_weight(share) == adaptive_vector_weight(share)
     assert adaptive_vector_weight(share) < default_vector_weight(share, FLAT_GAP - 0.05) < ADAPTIVE_MAX
     assert default_vector_weight(share, 0.0) == pytest.approx(ADAPTIVE_MAX)
-    assert default_vector_weight(0.0, 0.0) == pytest.approx(ADAPTIVE_MAX)  # never above the ceiling
+    assert default_vector_weight(FLAT_MIN_SHARE, 0.0) == pytest.approx(ADAPTIVE_MAX)  # never above the ceiling
+    # A best hit holding little of the query: the page is flat because nothing matches much.
+    low = FLAT_MIN_SHARE - 0.01
+    assert default_vector_weight(low, 0.0) == adaptive_vector_weight(low)
 
 
 def test_default_fuse_uses_the_keyword_page_it_is_given():
