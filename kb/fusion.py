@@ -2,10 +2,11 @@
 ``{chunk_id: fused score in [0, 1]}``.
 
 - ``zscore`` (the default): both channels' scores for every candidate of either channel, each
-  standardised over those candidates, mixed with a vector weight that adapts to how much of the
-  query the keyword channel matched and moves to the vectors when most of the keyword hits hold
-  every query word (saturation); the keyword side also counts how many of the query's words a
-  chunk holds (coverage). Measured in ``bench/RESULTS.md``.
+  standardised over those candidates, mixed with a vector weight chosen per query from what the
+  keyword hits show: how much of the query the best one matched, and whether BM25 can tell its
+  first page of hits apart at all (a flat top moves the weight to the vectors); the keyword side
+  also counts how many of the query's words a chunk holds (coverage). Measured in
+  ``bench/RESULTS.md``.
 - ``rrf``: reciprocal rank fusion over the two ranked lists.
 - ``weighted``: Dify's "weighted score" over scores in [0, 1].
 """
@@ -24,16 +25,23 @@ type Channel[K: Hashable] = Sequence[tuple[K, float]]  # one channel's ranked li
 
 RRF_K = 60
 DEFAULT_VECTOR_WEIGHT = 0.7  # the weighted fusion's default (Dify's "semantic first" preset)
-# zscore's adaptive vector weight: 0.8 − 0.5 × keyword share, clipped to [0.3, 0.9]. Tuned on
-# scifact's train queries and a fifth of medqa-zh's queries that the reported numbers leave out.
-ADAPTIVE_BASE, ADAPTIVE_SLOPE, ADAPTIVE_MIN, ADAPTIVE_MAX = 0.8, 0.5, 0.3, 0.9
-# zscore's keyword evidence: z(BM25) + COVERAGE_WEIGHT × z(query-word coverage). Tuned on the same
-# queries as the adaptive weight (scifact train, the medqa-zh tuning fifth).
+# zscore's per-query vector weight (``default_vector_weight``); every constant of it is here.
+# 1. From the share s of the query's BM25 evidence the best keyword hit carries:
+#    ADAPTIVE_BASE − ADAPTIVE_SLOPE × s, clipped to [ADAPTIVE_MIN, ADAPTIVE_MAX].
+# 2. Plus FLAT_SLOPE × max(0, FLAT_GAP − gap), at most ADAPTIVE_MAX in all, where gap = 1 − (the
+#    FLAT_DEPTH-th keyword hit's score ÷ the best's): when the tenth hit scores nearly as much as
+#    the first, BM25 cannot tell its first page apart (short queries whose words many chunks
+#    hold) and the vectors decide. Fewer than FLAT_DEPTH hits is a selective match: no change.
+#    Only when the best hit carries at least FLAT_MIN_SHARE of the query's evidence: a long
+#    question whose best hit holds little of it (medqa-zh: median 12 %) has a flat page because
+#    no chunk matches much, and there the few words that do match still sort the answers.
+# Tuned on scifact's train queries and the tuning fifths (``bench.quality.tuning_split``) of
+# medqa-zh and of the Python FAQ set; the reported numbers leave those queries out.
+ADAPTIVE_BASE, ADAPTIVE_SLOPE, ADAPTIVE_MIN, ADAPTIVE_MAX = 0.75, 0.4, 0.3, 0.9
+FLAT_DEPTH, FLAT_GAP, FLAT_SLOPE, FLAT_MIN_SHARE = 10, 0.35, 2.0, 0.3
+# zscore's keyword evidence: z(BM25) + COVERAGE_WEIGHT × z(query-word coverage). Tuned on scifact
+# train and the medqa-zh tuning fifth.
 COVERAGE_WEIGHT = 0.4
-# Keyword saturation (``default_vector_weight``): how many of the keyword channel's best hits are
-# looked at, one result page. Not tuned: when more than half of them hold every query word, the
-# weight moves toward ADAPTIVE_MAX, the adaptive weight's own ceiling, reaching it when all do.
-SATURATION_DEPTH = 10
 
 
 def rrf[K: Hashable](
@@ -72,29 +80,26 @@ def adaptive_vector_weight(keyword_share: float) -> float:
     return min(ADAPTIVE_MAX, max(ADAPTIVE_MIN, ADAPTIVE_BASE - ADAPTIVE_SLOPE * keyword_share))
 
 
-def keyword_saturation[K: Hashable](
-    keyword_ranked: Sequence[K], coverage: Mapping[K, float], query_evidence: float = 1.0
-) -> float:
-    """Share of the keyword channel's best ``SATURATION_DEPTH`` hits that hold every word of the
-    query: coverage equal to the query's whole IDF mass, ``query_evidence`` (1 when coverage is a
-    share of it, as in ``Evidence``). When all of them do, BM25 tells them apart only by
-    repetitions and length: the keywords have said what they can. Chinese queries never saturate:
-    their evidence includes character bigrams, which coverage does not count."""
-    top = keyword_ranked[:SATURATION_DEPTH]
-    if not top or query_evidence <= 0:
-        return 0.0
-    return sum(coverage.get(cid, 0.0) >= 0.999 * query_evidence for cid in top) / len(top)
+def keyword_gap(keyword_scores: Sequence[float]) -> float:
+    """How far the keyword channel's ``FLAT_DEPTH``-th hit falls below its first, as a share of
+    the first: 1 − s₁₀ / s₁ (scores best first, any scale). 1.0 when fewer than ``FLAT_DEPTH``
+    chunks matched (a selective match) or nothing did."""
+    if len(keyword_scores) < FLAT_DEPTH or keyword_scores[0] <= 0:
+        return 1.0
+    return 1.0 - keyword_scores[FLAT_DEPTH - 1] / keyword_scores[0]
 
 
-def default_vector_weight(keyword_share: float, saturation: float) -> float:
-    """The default hybrid's vector weight for one query, from what its keyword hits show: the
-    adaptive weight from the share of the query's evidence the best keyword hit carries, moved
-    toward ``ADAPTIVE_MAX`` as the keyword channel saturates beyond half of its top hits (most of
-    the result page holding every query word: short queries on a topic the corpus covers many
-    times, where BM25 only counts repetitions and length). A few hits holding every word is a
-    keyword match doing its job, and changes nothing."""
+def default_vector_weight(keyword_share: float, keyword_gap: float = 1.0) -> float:
+    """The default hybrid's vector weight for one query, from its keyword hits only: the adaptive
+    weight from the share of the query's evidence the best hit carries, raised toward
+    ``ADAPTIVE_MAX`` when the keyword channel's first page is flat (``keyword_gap`` below
+    ``FLAT_GAP``) while its best hit holds a real part of the query (``FLAT_MIN_SHARE``): many
+    chunks match the query about equally well, so BM25 orders them by repetitions and length, and
+    the vectors should decide."""
     w = adaptive_vector_weight(keyword_share)
-    return w + max(0.0, 2 * saturation - 1) * (ADAPTIVE_MAX - w)
+    if keyword_share >= FLAT_MIN_SHARE:
+        w += FLAT_SLOPE * max(0.0, FLAT_GAP - keyword_gap)
+    return min(ADAPTIVE_MAX, w)
 
 
 def _standardized[K: Hashable](scores: Mapping[K, float], ids: Sequence[K]) -> list[float]:
@@ -170,9 +175,8 @@ def fuse[K: Hashable](fusion: str, evidence: Evidence[K], vector_weight: float |
     if fusion == "zscore":
         weight = vector_weight
         if weight is None:
-            ranked = [key for key, _ in evidence.keyword]
-            saturation = keyword_saturation(ranked, evidence.coverage or {})
-            weight = default_vector_weight(evidence.best_keyword_share, saturation)
+            gap = keyword_gap([score for _, score in evidence.keyword])
+            weight = default_vector_weight(evidence.best_keyword_share, gap)
         return zscore(evidence.cosine, evidence.keyword_share, weight, evidence.coverage)
     if fusion == "weighted":
         weight = DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight

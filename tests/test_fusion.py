@@ -7,11 +7,14 @@ from kb.errors import InvalidInput
 from kb.fusion import (
     ADAPTIVE_MAX,
     ADAPTIVE_MIN,
+    FLAT_DEPTH,
+    FLAT_GAP,
+    FLAT_MIN_SHARE,
     Evidence,
     adaptive_vector_weight,
     default_vector_weight,
     fuse,
-    keyword_saturation,
+    keyword_gap,
     rrf,
     weighted,
     zscore,
@@ -137,8 +140,8 @@ def test_default_never_ranks_below_the_better_channel_when_the_other_is_noise(no
     assert equal_weights_lost > 0
 
 
-def test_keyword_noise_beat_the_previous_default():
-    # The keyword-share weight alone (before saturation) follows the noise in this case.
+def test_the_keyword_share_weight_alone_follows_keyword_noise():
+    # The keyword-share weight alone (without the flat-page step) follows the noise in this case.
     lost = 0
     for seed in range(20):
         relevant, cosine, bm25, coverage, words = _noise_case(seed, "keyword")
@@ -147,15 +150,41 @@ def test_keyword_noise_beat_the_previous_default():
     assert lost > 10
 
 
-def test_keyword_saturation_moves_the_weight_to_the_vectors_beyond_half_the_page():
-    ranked = [f"d{i}" for i in range(10)]
-    words = 2.0
-    assert keyword_saturation(ranked, dict.fromkeys(ranked, words), words) == 1.0
-    assert keyword_saturation(ranked, {"d0": 2.0, "d1": 2.0, "d2": 1.0}, words) == pytest.approx(0.2)
-    assert keyword_saturation(ranked, {}, 0.0) == 0.0  # no query word known (e.g. all CJK bigrams)
+def test_a_flat_keyword_page_moves_the_weight_to_the_vectors():
+    # The tenth hit scoring 90 % of the first: BM25 cannot tell its first page apart.
+    flat = [1.0] * 9 + [0.9]
+    assert keyword_gap(flat) == pytest.approx(0.1)
+    assert keyword_gap([1.0, 0.5] + [0.3] * 8) == pytest.approx(0.7)
+    # Fewer hits than a page is a selective match, and nothing matched is no signal: no change.
+    assert keyword_gap([1.0] * (FLAT_DEPTH - 1)) == keyword_gap([]) == keyword_gap([0.0] * FLAT_DEPTH) == 1.0
     share = 0.6
-    assert default_vector_weight(share, 0.3) == default_vector_weight(share, 0.5) == adaptive_vector_weight(share)
-    assert adaptive_vector_weight(share) < default_vector_weight(share, 0.8) < ADAPTIVE_MAX
-    assert default_vector_weight(share, 1.0) == pytest.approx(ADAPTIVE_MAX)
-    # A Chinese query's evidence includes bigrams, which coverage does not count: it never saturates.
-    assert keyword_saturation(ranked, dict.fromkeys(ranked, 1.5), words) == 0.0
+    assert default_vector_weight(share, FLAT_GAP) == default_vector_weight(share, 0.9) == adaptive_vector_weight(share)
+    assert default_vector_weight(share) == adaptive_vector_weight(share)
+    assert adaptive_vector_weight(share) < default_vector_weight(share, FLAT_GAP - 0.05) < ADAPTIVE_MAX
+    assert default_vector_weight(share, 0.0) == pytest.approx(ADAPTIVE_MAX)
+    assert default_vector_weight(FLAT_MIN_SHARE, 0.0) == pytest.approx(ADAPTIVE_MAX)  # never above the ceiling
+    # A best hit holding little of the query: the page is flat because nothing matches much.
+    low = FLAT_MIN_SHARE - 0.01
+    assert default_vector_weight(low, 0.0) == adaptive_vector_weight(low)
+
+
+def test_default_fuse_uses_the_keyword_page_it_is_given():
+    # The same candidates, two keyword pages: a steep one (the first hit far ahead) and a flat one.
+    ids = [f"d{i}" for i in range(20)]
+    cosine = {d: 0.9 - 0.01 * i for i, d in enumerate(ids)}  # the vectors prefer d0, d1, ...
+    steep = {d: (1.0 if d == "d19" else 0.2) for d in ids}  # the keywords prefer d19 alone
+    flat = {d: (1.0 if d == "d19" else 0.95) for d in ids}
+
+    def top(share):
+        evidence = Evidence(
+            semantic=sorted(cosine.items(), key=lambda p: -p[1]),
+            keyword=sorted(share.items(), key=lambda p: -p[1]),
+            cosine=cosine,
+            keyword_share=share,
+            coverage=dict.fromkeys(ids, 1.0),
+            best_keyword_share=1.0,
+        )
+        fused = fuse("zscore", evidence)
+        return max(fused, key=fused.get)
+
+    assert top(steep) == "d19" and top(flat) == "d0"
