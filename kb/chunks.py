@@ -61,6 +61,7 @@ class ChunkStore:
         self._embedder: Embedder | Any | None = _AUTO
         self.repairs: list[str] = []
         self._rebuilding: threading.Thread | None = None  # a background rebuild of the keyword index
+        self.feed = store.change_feed(self)  # other replicas' writes (server mode: kb.changelog)
         self._ensure_keyword_index(background_repair)
 
     @property
@@ -126,6 +127,7 @@ class ChunkStore:
         """Catch up with other processes' writes to the keyword index (not while it is rebuilt)."""
         if self._rebuilding is None:
             self.keyword.refresh()
+            self.feed.catch_up()
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -175,6 +177,7 @@ class ChunkStore:
                     f"Knowledge base {self.name!r} was dropped by another process while this was writing to it; "
                     "nothing more was written. Create it again to ingest into it."
                 )
+            self.feed.catch_up()
             yield
 
     def _still_exists(self) -> bool:
@@ -198,9 +201,10 @@ class ChunkStore:
             part = slice(s, s + step)
             with self.writing():
                 self.keyword.mark_pending(ids[part])
-                self.collection.add(
-                    ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
-                )
+                with self.feed.change(ids[part]):
+                    self.collection.add(
+                        ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
+                    )
                 copy = None if self.keyword_only else vectors[part]  # kept for exact cosines in hybrid search
                 self.keyword.apply(upserts=list(zip(ids[part], tokens[part], strict=True)), vectors=copy)
 
@@ -208,7 +212,7 @@ class ChunkStore:
         """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same)."""
         step = self.store.max_batch
         for s in range(0, len(ids), step):
-            with self.writing():
+            with self.writing(), self.feed.change(ids[s : s + step]):
                 self.collection.update(ids=ids[s : s + step], metadatas=metadatas[s : s + step])
             yield_now()
 
@@ -218,7 +222,8 @@ class ChunkStore:
             part = ids[s : s + step]
             with self.writing():
                 self.keyword.mark_pending(part)
-                self.collection.delete(ids=part)
+                with self.feed.change(part):
+                    self.collection.delete(ids=part)
                 self.keyword.apply(deletes=part)
             yield_now()
 
@@ -248,7 +253,7 @@ class ChunkStore:
             self.keyword.load()
         except IndexUnusable as exc:
             if self.count() == 0:  # a new KB: nothing to repair
-                with self.lock.hold():
+                with self.lock.hold(), self.feed.rebuilding():
                     self.keyword.reset()
             else:
                 self._repair(f"keyword index rebuilt ({exc})", background)
@@ -258,6 +263,9 @@ class ChunkStore:
                 self.keyword.refresh()
                 if self.keyword.pending():
                     self._reconcile(self.keyword.pending())
+        if not self.feed.resume():  # server mode: other replicas' writes since this index last looked
+            self._repair("keyword index rebuilt (it has no position in the server's change log)", background)
+            return
         if self.keyword.count != self.count():
             with self.lock.hold():
                 self.keyword.refresh()
@@ -289,17 +297,26 @@ class ChunkStore:
 
     def _reconcile(self, ids: list[str]) -> None:
         """A writer died between changing Chroma and the keyword index: align those chunks."""
-        found = self.get(ids, include=self._index_fields)
-        present = set(found["ids"])
-        upserts, vectors = self._index_rows(found)
-        self.keyword.apply(upserts=upserts, deletes=[c for c in ids if c not in present], vectors=vectors)
+        self.align(ids)
         why = f"keyword index reconciled {len(ids)} chunks after an interrupted write"
         log.warning("%s: %s", self.name, why)
         self.repairs.append(why)
 
+    def align(self, ids: list[str]) -> None:
+        """Make the keyword index hold what Chroma holds for these chunks: their terms and vector
+        where Chroma has them, nothing where it has not. Idempotent (the caller holds the lock)."""
+        step = self.store.max_batch
+        for s in range(0, len(ids), step):
+            part = ids[s : s + step]
+            found = self.get(part, include=self._index_fields)
+            present = set(found["ids"])
+            upserts, vectors = self._index_rows(found)
+            self.keyword.apply(upserts=upserts, deletes=[c for c in part if c not in present], vectors=vectors)
+            yield_now()
+
     def rebuild_keyword_index(self, progress: Progress | None = None) -> int:
         """Rebuild the keyword index from Chroma alone. Returns the number of chunks indexed."""
-        with self.lock.hold():
+        with self.lock.hold(), self.feed.rebuilding():
             total = self.count()
             done = 0
 

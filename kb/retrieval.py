@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kb.chunks import ChunkStore
-from kb.cooperative import in_background
+from kb.cooperative import concurrently, in_background
 from kb.embedders import Embedder
 from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
@@ -196,7 +196,8 @@ def _gather(
         vector = vectors.get(embedder.name)
         if vector is None:
             vector = vectors[embedder.name] = embedder.embed_query(query)
-        semantic_done = in_background(_semantic, kb, vector, n, where)  # Chroma releases the GIL
+        start = concurrently if kb.store.remote else in_background  # a server's client waits on sockets
+        semantic_done = start(_semantic, kb, vector, n, where)  # embedded Chroma releases the GIL
     if mode in ("hybrid", "keyword"):
         part.terms = kb.tokenizer(query)
         part.keyword = _keyword(kb, part.terms, n, where)
@@ -267,7 +268,9 @@ def rerank(query: str, hits: list[Hit], reranker: Reranker) -> None:
 
 def _semantic(kb: ChunkStore, vector, n: int, where: dict | None) -> list[tuple[str, float]]:
     got = kb.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
-    return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
+    # Chroma computes float32 distances; a server sends them as JSON decimals: back to the same float32
+    distances = np.asarray(got["distances"][0], np.float32).tolist()
+    return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], distances, strict=True)]
 
 
 def _cosines(kb: ChunkStore, vector, ids: list[str]) -> dict[str, float]:
