@@ -15,7 +15,9 @@ Ours beside the reference, measured in the same run:
 - adding 1,000 chunks to the keyword index / rebuilding the keyword index from scratch;
 - cold open to the first hybrid answer in a fresh process / the same with the Chroma collection;
 - peak RSS of a process that opens the KB and answers the queries / the same with Chroma alone;
-- disk: Chroma + keyword index / Chroma alone.
+- disk: Chroma + keyword index / Chroma alone;
+- filtered keyword and hybrid search (a ``bucket`` field matching 50 %, 5 % and 0.1 % of the
+  chunks) / the same search unfiltered.
 
     .venv/bin/python -m bench speed [--sizes 10000 100000] [--queries 200]
 """
@@ -65,6 +67,14 @@ class HashEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
+
+
+FILTERS = {"50%": {"bucket": {"$lt": 500}}, "5%": {"bucket": {"$lt": 50}}, "0.1%": {"bucket": {"$lt": 1}}}
+
+
+def bucket(i: int) -> int:
+    """0..999, each value for 0.1 % of the chunks (7919 is prime to 1000)."""
+    return i * 7919 % 1000
 
 
 def passages(size: int) -> list[str]:
@@ -146,6 +156,11 @@ print(json.dumps({"import_s": t_import, "first_answer_s": first, "peak_rss_mb": 
 """
 
 
+def _note(size: int, text: str) -> None:
+    """Progress on stderr: a long run shows each figure as soon as it is measured."""
+    print(f"[speed {size:,}] {text}", file=sys.stderr, flush=True)
+
+
 def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     import bm25s
     import chromadb
@@ -157,7 +172,8 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # The records our ingest writes: 32-character ids, these five metadata fields.
     metas = [
-        {"doc_id": f"d{i}", "title": "", "source": "bench", "ingested_at": stamp, "position": 0} for i in range(size)
+        {"doc_id": f"d{i}", "title": "", "source": "bench", "ingested_at": stamp, "position": 0, "bucket": bucket(i)}
+        for i in range(size)
     ]
     vectors = np.vstack([HashEmbedder.vector(t) for t in texts])
 
@@ -175,16 +191,21 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
             metadatas=metas[s : s + BATCH],
         )
     ref_add_s = time.perf_counter() - t0
+    _note(size, f"raw Chroma add {ref_add_s:.1f} s")
 
     # Ours: the full ingest path.
     kb_dir = workdir / f"kb-{size}"
     embedder = HashEmbedder()
     kb = Library(kb_dir).create("bench", embedder)
-    docs = [SourceDocument(text=t, doc_id=f"d{i}", title="", source="bench") for i, t in enumerate(texts)]
+    docs = [
+        SourceDocument(text=t, doc_id=f"d{i}", title="", source="bench", metadata={"bucket": bucket(i)})
+        for i, t in enumerate(texts)
+    ]
     t0 = time.perf_counter()
     report = kb.ingest(docs, batch_size=BATCH)
     ingest_s = time.perf_counter() - t0 - embedder.seconds  # embedding is excluded (reported apart)
     assert report.added == size, report
+    _note(size, f"ingest {ingest_s:.1f} s (stand-in embedder {embedder.seconds:.1f} s apart)")
     stored = kb.collection.get(limit=1, include=["metadatas"])["metadatas"][0]
     assert stored.keys() == metas[0].keys(), f"the reference must store what the ingest stores: {stored}"
 
@@ -227,6 +248,28 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
         kb.search(queries[i], top_k=10)
     ref_hybrid = _timed(reference_hybrid, range(len(queries)))
     ours_hybrid = _timed(lambda q: kb.search(q, top_k=10), queries)
+    _note(size, f"hybrid p50/p95 {_ms(ours_hybrid)} ms, reference {_ms(ref_hybrid)} ms")
+
+    # Filtered search beside the same search unfiltered, interleaved query by query (the machine's
+    # load moves all of them alike).
+    labelled = [("none", None), *FILTERS.items()]
+    variants = [(mode, label, where) for mode in ("keyword", "hybrid") for label, where in labelled]
+    times: dict[tuple[str, str], list[float]] = {(mode, label): [] for mode, label, _ in variants}
+    for i, q in enumerate(queries[:10] + queries):
+        for mode, label, where in variants:
+            t0 = time.perf_counter()
+            kb.search(q, top_k=10, mode=mode, where=where)
+            if i >= 10:  # the first ten warm up
+                times[(mode, label)].append(time.perf_counter() - t0)
+    filtered: dict[str, float] = {}
+    for mode, label, _ in variants:
+        p50, p95 = _ms(times[(mode, label)])
+        filtered[f"{mode}_{label}_p50_ms"], filtered[f"{mode}_{label}_p95_ms"] = p50, p95
+        if label != "none":
+            ratio = percentile(times[(mode, label)], 50) / percentile(times[(mode, "none")], 50)
+            filtered[f"{mode}_{label}_p50_ratio"] = round(ratio, 3)
+
+    _note(size, f"filtered {filtered}")
 
     # Adding 1,000 chunks to the keyword index vs rebuilding it.
     extra = [f"{t} +{i}" for i, t in enumerate(passages(1000))]
@@ -273,6 +316,7 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
         "peak_rss_mb": round(our_probe["peak_rss_mb"], 1),
         "ref_peak_rss_mb": round(ref_probe["peak_rss_mb"], 1),
         "rss_ratio": round(our_probe["peak_rss_mb"] / ref_probe["peak_rss_mb"], 3),
+        **filtered,
         "disk_mb": round(_du(kb_dir) / 2**20, 1),
         "ref_disk_mb": round(_du(ref_dir) / 2**20, 1),
     }
@@ -300,6 +344,18 @@ ROWS = [
     ("peak RSS MB (ratio to Chroma alone; target ≤ 1.3)", "peak_rss_mb", "ref_peak_rss_mb", "rss_ratio"),
     ("disk MB", "disk_mb", "ref_disk_mb", None),
 ]
+
+
+for _mode in ("keyword", "hybrid"):
+    for _label in FILTERS:
+        ROWS.append(
+            (
+                f"{_mode} search filtered to {_label} p50 ms (ratio to unfiltered; target ≤ 2)",
+                f"{_mode}_{_label}_p50_ms",
+                f"{_mode}_none_p50_ms",
+                f"{_mode}_{_label}_p50_ratio",
+            )
+        )
 
 
 def table(results: list[dict]) -> str:

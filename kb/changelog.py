@@ -112,6 +112,7 @@ class ServerChangeFeed:
         self._clock: tuple[float, float] | None = None  # (offset ms, when read)
         self._mismatches = 0
         self._mutex = threading.Lock()
+        self._active = 0  # inside a catch-up or a rebuild: a nested catch-up (a writer's lock) does nothing
 
     # ------------------------------------------------------------------ the server's side
     @property
@@ -196,7 +197,11 @@ class ServerChangeFeed:
         """Around a rebuild of the index from Chroma (under the write lock): afterwards, the log is
         read from the rebuild's start (records of changes it already saw apply again, harmlessly)."""
         started = self.server_ms()
-        yield
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
         state = self._state()
         self._save(
             {
@@ -228,9 +233,10 @@ class ServerChangeFeed:
         """Apply the other replicas' changes, at most every ``interval``; skipped while another
         process of this replica writes (it catches up between its batches)."""
         now = time.monotonic()
-        if now < self._next_poll:
+        if now < self._next_poll or self._active:
             return
         self._next_poll = now + self.interval
+        self._active += 1
         try:
             with self.store.lock.hold(timeout=0):
                 state = self._state()
@@ -245,6 +251,8 @@ class ServerChangeFeed:
                 self._apply_log(state)
         except StoreBusy:
             self._next_poll = 0.0  # try again at the next search
+        finally:
+            self._active -= 1
 
     def _apply_log(self, state: dict) -> None:
         started = self.server_ms()

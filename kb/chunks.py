@@ -7,7 +7,9 @@ a mark that the next opener reconciles, so Chroma and the keyword index never di
 Every Chroma call carries at most the client's maximum batch.
 
 The keyword index is derived data: it is rebuilt from Chroma whenever it is missing, unreadable,
-built by another tokenizer or format, or out of step.
+built by another tokenizer or format, or out of step: at open, and when a search or a write finds
+its files damaged (``repairing``: rebuild, then the same call once more). A process that stays open
+also reconciles the mark of a writer that died meanwhile, at its next ``refresh`` (a search).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from kb.cooperative import yield_now
 from kb.embedders import Embedder
-from kb.errors import EmbedderMismatch, NotFound
+from kb.errors import EmbedderMismatch, NotFound, StorageError, StoreBusy
 from kb.keyword import IndexUnusable, KeywordIndex
 from kb.store import Store
 from kb.tokenize import KeywordTokenizer, index_text
@@ -62,6 +64,7 @@ class ChunkStore:
         self.repairs: list[str] = []
         self._rebuilding: threading.Thread | None = None  # a background rebuild of the keyword index
         self.feed = store.change_feed(self)  # other replicas' writes (server mode: kb.changelog)
+        self.background_repair = background_repair
         self._ensure_keyword_index(background_repair)
 
     @property
@@ -124,10 +127,25 @@ class ChunkStore:
         return self.tokenizer(index_text(title, content))
 
     def refresh(self) -> None:
-        """Catch up with other processes' writes to the keyword index (not while it is rebuilt)."""
+        """Catch up with other processes' writes to the keyword index (not while it is rebuilt), and
+        reconcile the chunks of a writer that died halfway (its mark is there and nobody holds the
+        lock), so a long-lived process need not be reopened to see them."""
         if self._rebuilding is None:
-            self.keyword.refresh()
-            self.feed.catch_up()
+            self.repairing(self._catch_up, reading=True)
+            self.feed.catch_up()  # server mode: the other replicas' writes
+
+    def _catch_up(self) -> None:
+        self.keyword.refresh()
+        if not self.keyword.pending():
+            return
+        try:
+            with self.writing(timeout=0):  # held: a writer is at work, and its apply clears the mark
+                self.keyword.refresh()
+                pending = self.keyword.pending()
+                if pending:
+                    self._reconcile(pending)
+        except StoreBusy:
+            pass
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -142,6 +160,26 @@ class ChunkStore:
             for field in include:
                 out[field] += list(got[field]) if got.get(field) is not None else []
         return out
+
+    def stored_vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """Chroma's vectors of these chunks: the ids found and their rows. Embedded Chroma reads
+        vectors from a segment each process loads once, so a chunk another process added since is
+        not readable here ("Error finding id"): it is left out, and has no cosine in this process
+        until the store is opened again."""
+        from chromadb.errors import ChromaError
+
+        try:
+            got = self.get(ids, include=["embeddings"])
+        except ChromaError:
+            got = {"ids": [], "embeddings": []}
+            for cid in ids:
+                try:
+                    one = self.get([cid], include=["embeddings"])
+                except ChromaError:
+                    continue
+                got["ids"] += one["ids"]
+                got["embeddings"] += one["embeddings"]
+        return got["ids"], np.asarray(got["embeddings"], np.float32).reshape(len(got["ids"]), -1)
 
     def pages(self, include: list[str], where: dict | None = None, page: int = PAGE) -> Iterator[dict]:
         """Chroma ``get`` answers, ``page`` chunks at a time, with a yield point between pages."""
@@ -167,11 +205,12 @@ class ChunkStore:
 
     # ------------------------------------------------------------------ writes
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, timeout: float | None = None) -> Iterator[None]:
         """The write lock, with this KB still there. ``Library.drop`` takes the same lock, so a KB
         dropped by another process meanwhile ends this writer with a clear error, before it writes
-        to a deleted collection or recreates the dropped KB's keyword index."""
-        with self.lock.hold():
+        to a deleted collection or touches the keyword index (whose directory a KB created again
+        under the same name uses). Every change to the keyword index's files is made under it."""
+        with self.lock.hold(timeout):
             if not self._still_exists():
                 raise NotFound(
                     f"Knowledge base {self.name!r} was dropped by another process while this was writing to it; "
@@ -199,32 +238,47 @@ class ChunkStore:
         step = self.store.max_batch
         for s in range(0, len(ids), step):
             part = slice(s, s + step)
-            with self.writing():
+            copy = None if self.keyword_only else vectors[part]  # kept for exact cosines in hybrid search
+
+            def write(part=part, copy=copy) -> None:
                 self.keyword.mark_pending(ids[part])
                 with self.feed.change(ids[part]):
                     self.collection.add(
                         ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
                     )
-                copy = None if self.keyword_only else vectors[part]  # kept for exact cosines in hybrid search
-                self.keyword.apply(upserts=list(zip(ids[part], tokens[part], strict=True)), vectors=copy)
+                upserts = list(zip(ids[part], tokens[part], strict=True))
+                self.keyword.apply(upserts=upserts, vectors=copy, metadatas=metadatas[part])  # metadata: filters
+
+            with self.writing():
+                self.repairing(write)  # again after a rebuild: ``add`` keeps what Chroma holds
 
     def update_metadata(self, ids: list[str], metadatas: list[dict]) -> None:
-        """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same)."""
+        """Rewrite stored chunks' metadata (their text, and so their keyword terms, stay the same).
+        ``metadatas``: each chunk's whole new metadata, keys to remove given as None (Chroma merges)."""
         step = self.store.max_batch
         for s in range(0, len(ids), step):
-            with self.writing(), self.feed.change(ids[s : s + step]):
-                self.collection.update(ids=ids[s : s + step], metadatas=metadatas[s : s + step])
+            part, metas = ids[s : s + step], metadatas[s : s + step]
+            with self.writing():
+                self.keyword.mark_pending(part)
+                with self.feed.change(part):
+                    self.collection.update(ids=part, metadatas=metas)
+                kept = [{k: v for k, v in m.items() if v is not None} for m in metas]
+                self.keyword.update_metadata(part, kept)  # the keyword index filters by metadata
             yield_now()
 
     def remove_chunks(self, ids: list[str]) -> None:
         step = self.store.max_batch
         for s in range(0, len(ids), step):
             part = ids[s : s + step]
-            with self.writing():
+
+            def remove(part=part) -> None:
                 self.keyword.mark_pending(part)
                 with self.feed.change(part):
                     self.collection.delete(ids=part)
                 self.keyword.apply(deletes=part)
+
+            with self.writing():
+                self.repairing(remove)
             yield_now()
 
     @contextmanager
@@ -234,7 +288,7 @@ class ChunkStore:
         with self.keyword.bulk():
             yield
         with self.writing():
-            self.keyword.settle()
+            self.repairing(self.keyword.settle)
 
     # ------------------------------------------------------------------ keyword index upkeep
     @property
@@ -248,32 +302,69 @@ class ChunkStore:
         if rebuilding is not None:
             rebuilding.join()
 
+    def repairing[T](self, call: Callable[..., T], *args: Any, reading: bool = False) -> T:
+        """``call(*args)``, a use of the keyword index. When it finds the index's files damaged (a
+        search reading a corrupt term, a write compacting, another process's broken journal), the
+        index is rebuilt from Chroma and ``call`` runs once more; a second failure is a
+        StorageError. A read (``reading``) of a KB opened with ``background_repair`` starts the
+        rebuild in the background instead and raises StoreBusy: the caller has a deadline, and its
+        next call finds ``keyword_ready`` False (an endpoint then answers from the vectors)."""
+        try:
+            return call(*args)
+        except IndexUnusable as exc:
+            why = f"keyword index rebuilt ({exc})"
+        if reading and self.background_repair:
+            self._repair(why, background=True)
+            raise StoreBusy(
+                f"The keyword index of {self.name!r} was found damaged and is being rebuilt; try again in a minute."
+            )
+        self._repair(why)
+        try:
+            return call(*args)
+        except IndexUnusable as exc:
+            raise StorageError(
+                f"The keyword index of {self.name!r} cannot be used even after a rebuild ({exc}); check the disk, "
+                "then run rebuild-index."
+            ) from exc
+
     def _ensure_keyword_index(self, background: bool = False) -> None:
         try:
             self.keyword.load()
+        except IndexUnusable:
+            # Decided under the lock: another process may be creating the index, or ingesting
+            # into the new KB, right now (an empty KB reset after its first write loses it).
+            with self.writing():
+                try:
+                    self.keyword.load()
+                except IndexUnusable as exc:
+                    if self.count() == 0:  # a new KB: nothing to repair
+                        with self.feed.rebuilding():
+                            self.keyword.reset()
+                    else:
+                        self._repair(f"keyword index rebuilt ({exc})", background)
+                    return
+        try:
+            why = self._out_of_step()
         except IndexUnusable as exc:
-            if self.count() == 0:  # a new KB: nothing to repair
-                with self.lock.hold(), self.feed.rebuilding():
-                    self.keyword.reset()
-            else:
-                self._repair(f"keyword index rebuilt ({exc})", background)
-            return
+            why = f"keyword index rebuilt ({exc})"
+        if why:
+            self._repair(why, background)
+
+    def _out_of_step(self) -> str | None:
+        """Reconcile an interrupted write's mark; why the loaded index must be rebuilt, if it must."""
         if self.keyword.pending():
-            with self.lock.hold():
+            with self.writing():
                 self.keyword.refresh()
                 if self.keyword.pending():
                     self._reconcile(self.keyword.pending())
         if not self.feed.resume():  # server mode: other replicas' writes since this index last looked
-            self._repair("keyword index rebuilt (it has no position in the server's change log)", background)
-            return
+            return "keyword index rebuilt (it has no position in the server's change log)"
         if self.keyword.count != self.count():
-            with self.lock.hold():
+            with self.writing():
                 self.keyword.refresh()
                 if self.keyword.count != self.count():
-                    self._repair(
-                        f"keyword index rebuilt (it had {self.keyword.count} chunks, the store {self.count()})",
-                        background,
-                    )
+                    return f"keyword index rebuilt (it had {self.keyword.count} chunks, the store {self.count()})"
+        return None
 
     def _repair(self, why: str, background: bool = False) -> None:
         log.warning("%s: %s", self.name, why)
@@ -305,18 +396,24 @@ class ChunkStore:
     def align(self, ids: list[str]) -> None:
         """Make the keyword index hold what Chroma holds for these chunks: their terms and vector
         where Chroma has them, nothing where it has not. Idempotent (the caller holds the lock)."""
+        from chromadb.errors import ChromaError
+
         step = self.store.max_batch
         for s in range(0, len(ids), step):
             part = ids[s : s + step]
-            found = self.get(part, include=self._index_fields)
+            try:
+                found = self.get(part, include=self._index_fields)
+            except ChromaError:  # vectors another process added are not readable here (see stored_vectors)
+                found = self.get(part, include=["documents", "metadatas"])
             present = set(found["ids"])
             upserts, vectors = self._index_rows(found)
-            self.keyword.apply(upserts=upserts, deletes=[c for c in part if c not in present], vectors=vectors)
+            deletes = [c for c in part if c not in present]
+            self.keyword.apply(upserts=upserts, deletes=deletes, vectors=vectors, metadatas=found["metadatas"])
             yield_now()
 
     def rebuild_keyword_index(self, progress: Progress | None = None) -> int:
         """Rebuild the keyword index from Chroma alone. Returns the number of chunks indexed."""
-        with self.lock.hold(), self.feed.rebuilding():
+        with self.writing(), self.feed.rebuilding():
             total = self.count()
             done = 0
 
@@ -324,16 +421,21 @@ class ChunkStore:
                 nonlocal done
                 for got in self.pages(include=self._index_fields, page=1000):
                     upserts, vectors = self._index_rows(got)
-                    if vectors is None:
-                        yield from upserts
-                    else:
-                        yield from ((cid, tokens, row) for (cid, tokens), row in zip(upserts, vectors, strict=True))
+                    rows = [None] * len(upserts) if vectors is None else list(vectors)
+                    metas = got["metadatas"]
+                    yield from ((c, t, v, m or {}) for (c, t), v, m in zip(upserts, rows, metas, strict=True))
                     done += len(got["ids"])
                     yield_now()
                     if progress:
                         progress(done, total)
 
-            self.keyword.build(items())
+            try:
+                self.keyword.build(items())
+            except IndexUnusable as exc:  # the snapshot it just wrote reads back wrong
+                raise StorageError(
+                    f"The keyword index of {self.name!r} could not be rebuilt ({exc}); check the disk, then run "
+                    "rebuild-index."
+                ) from exc
             return self.keyword.count
 
     def _index_rows(self, got: dict) -> tuple[list[tuple[str, list[str]]], np.ndarray | None]:
@@ -342,7 +444,8 @@ class ChunkStore:
             (cid, self.index_tokens(str(meta.get("title", "")), doc or ""))
             for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
         ]
-        vectors = None if self.keyword_only or not upserts else np.asarray(got["embeddings"], np.float32)
+        with_vectors = upserts and not self.keyword_only and "embeddings" in got
+        vectors = np.asarray(got["embeddings"], np.float32) if with_vectors else None
         return upserts, vectors
 
     @property

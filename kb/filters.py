@@ -1,6 +1,7 @@
 """Metadata filters with Chroma's ``where`` semantics, checked up front so mistakes get a clear
-message instead of a storage error. The same filter is applied to both channels (the keyword
-channel asks Chroma which of its candidates pass)."""
+message instead of a storage error. The same filter is applied to both channels: the keyword
+index evaluates it as a mask over its copy of the metadata (``kb.keyword.metadata``, the same
+semantics as ``matches`` here), and every hit is checked again with ``matches``."""
 
 from __future__ import annotations
 

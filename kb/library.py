@@ -158,6 +158,7 @@ class Library:
         with storage_errors(), self.store.lock.hold():
             created = self._collection(display) is None
             if created:
+                self._remove_orphans()
                 self._create_collection(display, embedder, chunking)
             elif not exist_ok:
                 raise InvalidInput(f"A knowledge base named {display!r} already exists.")
@@ -192,6 +193,22 @@ class Library:
             kb.keyword.close()
             self._open.pop(kb.collection.name, None)
             shutil.rmtree(kb.keyword.directory, ignore_errors=True)
+            self._remove_orphans()
+
+    def _remove_orphans(self) -> builtins.list[str]:
+        """Delete the keyword indexes of KBs that no longer exist: a drop killed between deleting
+        the collection and its index's directory leaves one. Under the write lock (creating and
+        dropping a KB hold it), so no KB is half-created meanwhile. Returns the directories removed."""
+        root = self.store.keyword_dir(names.COLLECTION_PREFIX).parent
+        if not root.is_dir():
+            return []
+        live = {col.name for col in self.store.client.list_collections()}
+        removed = []
+        for folder in root.iterdir():
+            if folder.is_dir() and folder.name.startswith(names.COLLECTION_PREFIX) and folder.name not in live:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed
 
     def search(
         self,

@@ -80,6 +80,48 @@ def drop(data_dir: str) -> list:
     return out
 
 
+ROUNDS = 6
+
+
+def create_ingest_or_drop(data_dir, barrier, results, i):
+    """Half the processes create the KB and ingest into it, half drop it, ``ROUNDS`` times each;
+    every step's outcome: ``ok``, ``out of step`` (the two indexes disagree after an ingest), or
+    the KBError's class and one-line message."""
+    from kb import KBError, Library, text_document
+
+    library = Library(data_dir)
+    barrier.wait(WAIT)
+    out = []
+    for r in range(ROUNDS):
+        try:
+            if i % 2:
+                library.drop("shared")
+            else:
+                kb = library.get_or_create("shared", None)
+                kb.ingest([text_document(f"Round {r} of process {i}: apples and pears.", f"p{i}-r{r}")])
+                with kb.writing():  # both indexes, as this writer left them (NotFound if dropped since)
+                    kb.keyword.refresh()
+                    if kb.count() != kb.keyword.count:
+                        out.append(["out of step", f"Chroma {kb.count()}, keyword index {kb.keyword.count}"])
+                        continue
+            out.append(["ok", ""])
+        except KBError as exc:
+            out.append([type(exc).__name__, str(exc)])
+        except BaseException as exc:
+            out.append([type(exc).__name__, f"{exc}\n{traceback.format_exc()}"])
+    results.put(out)
+
+
+def churn(data_dir: str) -> list:
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = _run(ctx, create_ingest_or_drop, (data_dir, barrier, results), PROCESSES)
+    out = [step for _ in procs for step in results.get(timeout=WAIT * 2)]
+    for p in procs:
+        p.join(WAIT)
+    return out
+
+
 if __name__ == "__main__":
     scenario, data = sys.argv[1], sys.argv[2]
-    print(json.dumps({"create": create, "drop": drop}[scenario](data)))
+    print(json.dumps({"create": create, "drop": drop, "churn": churn}[scenario](data)))

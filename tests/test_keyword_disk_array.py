@@ -111,3 +111,18 @@ def test_units_given_by_offsets_are_checked_alone(tmp_path):
         disk.unit(2)
     with pytest.raises(IndexUnusable, match="corrupt"):
         disk[998:1001]  # a slice reaching into the damaged unit
+
+
+def test_rows_gathered_through_a_memory_map_are_checked_on_first_read(tmp_path):
+    vec = np.random.default_rng(1).standard_normal((600, 24)).astype(np.float16)  # a block per row
+    written(tmp_path, vec=vec).close()
+    rows = np.asarray([599, 3, 0, 3, 250])
+    assert np.array_equal(ondisk.open_snapshot(tmp_path).arrays["vec"].gather(rows), vec[rows])
+    path = tmp_path / ondisk.SNAPSHOT
+    data = bytearray(path.read_bytes())
+    data[data.index(vec[250].tobytes()) + 7] ^= 0x01  # one bit in row 250
+    path.write_bytes(bytes(data))
+    disk = ondisk.open_snapshot(tmp_path).arrays["vec"]
+    assert np.array_equal(disk.gather(np.arange(0, 250)), vec[:250])
+    with pytest.raises(IndexUnusable, match="corrupt"):
+        disk.gather(np.arange(200, 300))

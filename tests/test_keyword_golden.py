@@ -31,16 +31,20 @@ DOCS = [
     ("c4", ["chroma", "embed", "vector"]),
 ]
 VECTORS = np.arange(5 * 4, dtype=np.float32).reshape(5, 4) % 7 - 3  # exact in float16 once unit-length
+METADATA = [{"lang": "zh", "year": 2024}, {"lang": "en", "year": 2023.5}, {"lang": "zh"}, {"draft": True}, {}]
 
 
 def write_index(directory: Path) -> KeywordIndex:
     """The index the golden files hold: a snapshot (with a deleted chunk compacted away) and
-    journal rows after it (an added chunk with a vector, a deleted one)."""
+    journal rows after it (an added chunk with a vector and metadata, a deleted one, a chunk whose
+    metadata alone changed)."""
     index = KeywordIndex(directory, SIGNATURE)
-    index.build([(cid, toks, vec) for (cid, toks), vec in zip(DOCS, VECTORS, strict=True)])
+    index.build([(cid, toks, vec, m) for (cid, toks), vec, m in zip(DOCS, VECTORS, METADATA, strict=True)])
     index.apply(deletes=["c2"])
     index.compact()
-    index.apply(upserts=[("c5", ["leave", "policy", "年假"])], vectors=np.ones((1, 4)), deletes=["c4"])
+    upsert = [("c5", ["leave", "policy", "年假"])]
+    index.apply(upserts=upsert, vectors=np.ones((1, 4)), deletes=["c4"], metadatas=[{"lang": "en", "year": 2025}])
+    index.update_metadata(["c3"], [{"draft": False, "lang": "en"}])
     return index
 
 
@@ -89,9 +93,15 @@ def test_the_golden_files_hold_what_the_format_describes():
         "params": {"b": 0.75, "k1": 1.5, "variant": "lucene"},
         "seq": header["fields"]["seq"],
         "signature": SIGNATURE,
+        "meta_keys": ["lang", "year", "draft"],
     }
     names = [a["name"] for a in header["arrays"]]
-    assert names == ["ids", "terms", "indptr", "postings", "tfs", "slot.dl", "slot.has_vector", "slot.vector", "crc"]
+    columns = [f"meta.{j}.{part}" for j in range(3) for part in ("kind", "num", "code", "strings")]
+    assert names == [
+        *("ids", "terms", "indptr", "postings", "tfs", "slot.dl", "slot.has_vector", "slot.vector"),
+        *columns,
+        "crc",
+    ]
     assert all(a["offset"] % ondisk.ALIGN == 0 for a in header["arrays"])
     units = {a["name"]: a.get("units", a.get("block")) for a in header["arrays"][:-1]}
     assert units == {  # checksum units: a term's postings, a vector row, 4 KiB of what is read whole
@@ -103,6 +113,7 @@ def test_the_golden_files_hold_what_the_format_describes():
         "slot.dl": ondisk.BLOCK,
         "slot.has_vector": ondisk.BLOCK,
         "slot.vector": 4 * 2,
+        **dict.fromkeys(columns, ondisk.BLOCK),
     }
 
 
@@ -119,6 +130,17 @@ def test_the_golden_files_load_and_answer_like_a_fresh_index(tmp_path):
     assert ids == ["c0", "c3", "c5"]
     assert np.allclose(rows, fresh.vectors_of(ids)[1]) and np.allclose(rows[2], 0.5)
     assert golden.search(["leave"], 10).ids == ["c1", "c5", "c0"]
+    slots = golden.slot_ids
+    for where, expected in (
+        ({"lang": "en"}, {"c1", "c3", "c5"}),
+        ({"year": {"$gte": 2024}}, {"c0", "c5"}),
+        ({"draft": False}, {"c3"}),
+        ({"draft": {"$ne": True}}, {"c0", "c1", "c3", "c5"}),
+    ):
+        mask, again = golden.filter_mask(where), fresh.filter_mask(where)
+        assert mask is not None and again is not None
+        assert {slots[s] for s in np.flatnonzero(mask)} == expected
+        assert {fresh.slot_ids[s] for s in np.flatnonzero(again)} == expected
 
 
 def main() -> None:

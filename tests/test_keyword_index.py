@@ -550,3 +550,56 @@ def test_tokens_repeated_more_than_uint16_count_are_capped_not_wrapped(tmp_path)
     index.compact()
     hits = index.search(["alpha"], 2)
     assert hits.ids == ["big", "small"] and Counter(hits.ids) == Counter({"big": 1, "small": 1})
+
+
+def test_compaction_places_postings_as_a_stable_sort_by_term_would():
+    """``merge_runs`` (no sort, memory for one run) against the stable argsort it replaced."""
+    from kb.keyword.postings import merge_runs
+
+    rng = np.random.default_rng(5)
+    n_terms, runs, first = 50, [], 0
+    for size in (400, 90, 7, 130):  # a snapshot's block, then segments with higher slots
+        tids = np.sort(rng.integers(0, n_terms, size))
+        slots = np.zeros(size, np.int32)
+        for t in np.unique(tids):  # ascending slots within a term, all above the earlier runs'
+            at = np.flatnonzero(tids == t)
+            slots[at] = first + np.sort(rng.choice(60, len(at), replace=False))
+        runs.append((tids, slots, rng.integers(1, 9, size).astype(np.uint16)))
+        first += 60
+    live = rng.random(first) > 0.2
+    slot_map = np.where(live, np.cumsum(live) - 1, -1)
+    t, s, f = (np.concatenate([r[i] for r in runs]) for i in range(3))
+    keep = live[s]
+    t, s, f = t[keep], slot_map[s[keep]], f[keep]
+    order = np.argsort(t, kind="stable")
+    counts = np.bincount(t, minlength=n_terms)
+    got_slots, got_tfs = merge_runs(runs, counts, slot_map)
+    assert np.array_equal(got_slots, s[order]) and np.array_equal(got_tfs, f[order])
+
+
+def test_a_bulk_ingest_rewrites_about_n_squared_over_twice_the_cap_slots(tmp_path, monkeypatch):
+    """Counted, not timed: the slots every compaction of a bulk ingest writes, against the bound
+    ``N²/(2 × BULK_MAX_CHANGES) + 2N`` (geometric up to the cap, then a rewrite per cap)."""
+    import kb.keyword.index as index_module
+    from kb.keyword.state import State
+
+    monkeypatch.setattr(index_module, "COMPACT_MIN_ROWS", 100)
+    monkeypatch.setattr(index_module, "BULK_MAX_CHANGES", 1000)
+    written = []
+    compacted = State.compacted
+
+    def counting(self, *args):
+        written.append(self.slots.count)
+        return compacted(self, *args)
+
+    monkeypatch.setattr(State, "compacted", counting)
+    index = KeywordIndex(tmp_path, "sig")
+    index.reset()
+    n = 8000
+    with index.bulk():
+        for start in range(0, n, 100):
+            index.apply(upserts=[(f"c{i}", ["alpha", f"w{i % 50}"]) for i in range(start, start + 100)])
+    index.settle()
+    assert index.count == n
+    assert sum(written) <= n * n / (2 * 1000) + 2 * n, written
+    assert len(written) <= n / 1000 + 8  # doubling to the cap (100, 200, ... 800), then one per cap

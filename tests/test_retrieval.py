@@ -67,10 +67,29 @@ def test_a_keyword_only_kb_searched_with_an_embedded_one(tmp_path, e5):
     library = Library(tmp_path)
     _fill(library, "handbook", HANDBOOK, e5)
     library.create("notes", None).ingest([SourceDocument("annual leave days are fifteen per year", "note")])
-    hits = library.search(["notes", "handbook"], QUERY, top_k=4)
+    hits = library.search(["notes", "handbook"], QUERY, top_k=7)
     assert {h.knowledge_base for h in hits} == {"notes", "handbook"}
     note = next(h for h in hits if h.knowledge_base == "notes")
     assert note.semantic_score is None and note.keyword_score > 0
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_a_rare_word_of_a_weak_kb_does_not_outrank_a_strong_kb(tmp_path, mode):
+    """ "day" is rare among recipes (one picnic "day off") and "paid" absent, so the recipes KB alone
+    gives "day" a high IDF and its picnic the whole of its own query bound: it came first, above the
+    handbook's chunks holding both words. Scored with IDFs and a bound over both KBs (DFS), the
+    handbook's two chunks with "paid" and "days" rank above it."""
+    library = Library(tmp_path)
+    for name, rows in (("handbook", HANDBOOK), ("recipes", RECIPES)):
+        library.create(name, None).ingest([SourceDocument(text, doc_id, title) for doc_id, title, text in rows])
+    query = "paid days off"
+    hits = library.search(["recipes", "handbook"], query, mode=mode, top_k=12)
+    order = [h.doc_id for h in hits]
+    assert order[:2] == ["leave-days", "sick-days"] and order.index("picnic") > 1, order
+    # Each KB alone ranks as it did: the shared statistics only matter between KBs.
+    for name in ("handbook", "recipes"):
+        alone = [h.id for h in library.get(name).search(query, mode=mode, top_k=12)]
+        assert alone == [h.id for h in hits if h.knowledge_base == name]
 
 
 def test_user_metadata_named_like_internal_fields_is_kept_and_cannot_break_search(tmp_path, e5):

@@ -35,14 +35,18 @@ import kb.keyword.query as query
 import kb.keyword.scoring as scoring
 from kb.keyword.errors import IndexUnusable
 from kb.keyword.hits import KeywordHits
-from kb.keyword.journal import Journal, encode_terms
+from kb.keyword.journal import Journal, encode_metadata, encode_terms
 from kb.keyword.scoring import BM25Params
 from kb.keyword.slots import VECTOR_DTYPE, unit_rows
 from kb.keyword.state import State
 
 COMPACT_FRACTION = 0.05
 COMPACT_MIN_ROWS = 2000
-BULK_MAX_CHANGES = 50_000  # bulk mode: at most this many chunks' postings and vectors wait in memory
+# Bulk mode: at most this many chunks' postings and vectors wait in memory (about 1.3 KB each with
+# a 384-d vector: 250 MB). Above it, each compaction rewrites the whole snapshot: an ingest of N
+# chunks rewrites about N²/(2 × this) + 2N slots (at 1M: 3.5M slots; 10.5M with the former 50k,
+# a compaction costing about 5 s of CPU per 100k slots).
+BULK_MAX_CHANGES = 200_000
 
 
 class KeywordIndex:
@@ -195,10 +199,12 @@ class KeywordIndex:
         upserts: Iterable[tuple[str, list[str]]] = (),
         deletes: Iterable[str] = (),
         vectors: np.ndarray | None = None,
+        metadatas: Sequence[dict] | None = None,
     ) -> None:
         """Add/replace and delete chunks in one journal transaction, and clear the pending mark.
 
-        ``vectors``: the upserted chunks' vectors (one row each), kept for ``vectors_of``."""
+        ``vectors``: the upserted chunks' vectors (one row each), kept for ``vectors_of``;
+        ``metadatas``: their metadata, kept for ``filter_mask``."""
         with self._lock:
             self.refresh()
             state = self._usable()
@@ -206,17 +212,41 @@ class KeywordIndex:
             units = None if vectors is None or not upserts else unit_rows(vectors)
             if units is not None and len(units) != len(upserts):
                 raise ValueError(f"{len(units)} vectors for {len(upserts)} chunks")
+            if metadatas is not None and len(metadatas) != len(upserts):
+                raise ValueError(f"{len(metadatas)} metadatas for {len(upserts)} chunks")
             _check_ids([cid for cid, _ in upserts] + deletes)
-            rows: list[tuple[str, int, bytes | None, bytes | None]] = [(cid, 0, None, None) for cid in deletes]
+            rows: list[tuple[str, int, bytes | None, bytes | None, bytes | None]]
+            rows = [(cid, 0, None, None, None) for cid in deletes]
             rows += [
-                (cid, len(tokens), encode_terms(tokens), None if units is None else units[i].tobytes())
+                (
+                    cid,
+                    len(tokens),
+                    encode_terms(tokens),
+                    None if units is None else units[i].tobytes(),
+                    None if metadatas is None else encode_metadata(metadatas[i]),
+                )
                 for i, (cid, tokens) in enumerate(upserts)
             ]
             state.seq = self._journal.append(rows)
             if units is not None:  # a row per change, deletes first
                 units = np.concatenate([np.zeros((len(deletes), units.shape[1]), VECTOR_DTYPE), units])
             ids = [*deletes, *(cid for cid, _ in upserts)]
-            state.change(ids, [None] * len(deletes) + [tokens for _, tokens in upserts], units)
+            metas = None if metadatas is None else [None] * len(deletes) + list(metadatas)
+            state.change(ids, [None] * len(deletes) + [tokens for _, tokens in upserts], units, metadatas=metas)
+            if self._needs_compaction(state):
+                self.compact()
+
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict]) -> None:
+        """Chunks whose metadata alone changed: one journal row each (the text stays)."""
+        with self._lock:
+            self.refresh()
+            state = self._usable()
+            ids, metadatas = list(ids), list(metadatas)
+            _check_ids(ids)
+            rows: list[tuple[str, int, bytes | None, bytes | None, bytes | None]]
+            rows = [(cid, 0, None, None, encode_metadata(meta)) for cid, meta in zip(ids, metadatas, strict=True)]
+            state.seq = self._journal.append(rows)
+            state.set_metadata(ids, metadatas)
             if self._needs_compaction(state):
                 self.compact()
 
@@ -254,18 +284,21 @@ class KeywordIndex:
             self._journal.snapshot_taken(state.seq)
             self._set(State.opened(self.directory, state.epoch, state.seq, self.signature, self.params))
 
-    def build(self, items: Iterable[tuple[str, list[str]] | tuple[str, list[str], np.ndarray]], batch: int = 5000):
-        """Replace the whole index with ``items``: (chunk id, tokens) or (chunk id, tokens, vector).
-        Used by rebuilds: memory only until the final compaction snapshots it, so no journal rows."""
+    def build(self, items: Iterable[tuple], batch: int = 5000):
+        """Replace the whole index with ``items``: (chunk id, tokens), (chunk id, tokens, vector) or
+        (chunk id, tokens, vector or None, metadata). Used by rebuilds: memory only until the final
+        compaction snapshots it, so no journal rows."""
         with self._lock:
             self.reset()
             state = self._state
             for part in itertools.batched(items, batch):
                 _check_ids([item[0] for item in part])
-                with_vectors = all(len(item) > 2 for item in part)
+                with_vectors = all(len(item) > 2 and item[2] is not None for item in part)
                 rows = [cast(tuple[str, list[str], np.ndarray], item)[2] for item in part] if with_vectors else []
                 vectors = unit_rows(np.stack(rows)) if with_vectors else None
-                state.change([item[0] for item in part], [item[1] for item in part], vectors, merge=False)
+                metas = [item[3] if len(item) > 3 else None for item in part]
+                tokens = [item[1] for item in part]
+                state.change([item[0] for item in part], tokens, vectors, merge=False, metadatas=metas)
             self.compact()
 
     # ------------------------------------------------------------------ queries
@@ -280,13 +313,70 @@ class KeywordIndex:
                 raise
             return [slots.ids[s] for s in found], rows
 
+    def nearest(
+        self, vector: np.ndarray, mask: np.ndarray, limit: int, margin: float = 0.0
+    ) -> tuple[list[str], np.ndarray]:
+        """Brute force over the vector copies of the slots in ``mask``: the ``limit`` best by
+        cosine with ``vector``, plus every other within ``margin`` of the last (the copy is float16:
+        callers rescore these exactly), best first. Slots without a vector copy are left out."""
+        with self._lock:
+            slots = self._usable().slots
+            picked = np.flatnonzero(mask[: slots.size])
+            try:
+                found, rows = slots.vectors(picked.tolist())
+            except IndexUnusable as exc:
+                self._set(State(unusable=str(exc)))
+                raise
+            if not found:
+                return [], np.zeros(0, np.float32)
+            q = np.asarray(vector, np.float32)
+            q = q / max(float(np.linalg.norm(q)), 1e-12)
+            cos = np.einsum("ij,j->i", rows, q)  # not BLAS: its threads stall on a busy machine (12 ms vs 0.3 ms)
+            if len(cos) > limit:
+                edge = np.partition(cos, len(cos) - limit)[len(cos) - limit] - margin
+                keep = np.flatnonzero(cos >= edge)
+            else:
+                keep = np.arange(len(cos))
+            order = keep[np.argsort(-cos[keep], kind="stable")]
+            return [slots.ids[found[i]] for i in order.tolist()], cos[order]
+
+    def filter_mask(self, where: dict) -> np.ndarray | None:
+        """The slots (in the order of ``slot_ids``) whose metadata satisfies ``where`` (a
+        normalised filter), or None when the index cannot decide it exactly (``metadata``)."""
+        with self._lock:
+            state = self._usable()
+            mask = state.meta.mask(where)
+            if mask is not None:
+                mask &= state.slots.live
+            return mask
+
+    def term_stats(self, tokens: Sequence[str]) -> query.Stats:
+        """This index's live chunk count and the document frequency of each of ``tokens``."""
+        with self._lock:
+            return query.term_stats(self._usable(), tokens)
+
+    @property
+    def slot_ids(self) -> list[str]:
+        """Chunk id of each slot (dead slots included: masks and scores are indexed by slot)."""
+        return self._state.slots.ids
+
+    def slot_of(self, chunk_id: str) -> int | None:
+        return self._state.slots.slot_of.get(chunk_id)
+
     def search(
-        self, tokens: Sequence[str], limit: int, accept: Callable[[list[str]], set[str]] | None = None
+        self,
+        tokens: Sequence[str],
+        limit: int,
+        accept: Callable[[list[str]], set[str]] | None = None,
+        mask: np.ndarray | None = None,
+        stats: query.Stats | None = None,
     ) -> KeywordHits:
-        """Top ``limit`` chunks by BM25. ``accept`` (optional) filters candidate ids in batches."""
+        """Top ``limit`` chunks by BM25. ``mask`` (from ``filter_mask``) keeps only those slots;
+        ``accept`` (optional) filters candidate ids in batches instead; ``stats``: collection
+        statistics to compute IDFs with (several KBs searched as one), else this index's own."""
         with self._lock:
             try:
-                return query.search(self._usable(), self.params, tokens, limit, accept)
+                return query.search(self._usable(), self.params, tokens, limit, accept, mask, stats)
             except IndexUnusable as exc:  # as in _failing, without a generator per query
                 self._set(State(unusable=str(exc)))
                 raise

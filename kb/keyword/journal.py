@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import kb.keyword.ondisk as ondisk
 from kb.keyword.errors import IndexUnusable
+from kb.keyword.metadata import NOT_HELD
 
 PAGE = 20_000  # journal rows read at a time when replaying
 
@@ -27,14 +28,36 @@ class Row:
     seq: int
     chunk_id: str
     length: int
-    terms: bytes | None  # None: the chunk was deleted
+    terms: bytes | None  # None: the chunk was deleted (or, with ``meta``, only its metadata changed)
     vector: bytes | None
+    meta: bytes | None = None  # the chunk's metadata as UTF-8 JSON
+
+    @property
+    def metadata_only(self) -> bool:
+        return self.terms is None and self.meta is not None
 
 
 def encode_terms(tokens: list[str]) -> bytes:
     """A row's terms: the token list, newline-joined (terms never contain whitespace). Not
     compressed: rows live only until the next compaction, and joining is what costs least."""
     return "\n".join(tokens).encode("utf-8")
+
+
+def encode_metadata(meta: Mapping | None) -> bytes | None:
+    """A row's metadata: JSON of the filterable keys (``metadata.NOT_HELD`` ones left out)."""
+    if meta is None:
+        return None
+    held = {k: v for k, v in meta.items() if k not in NOT_HELD}
+    return json.dumps(held, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def decode_metadata(blob: bytes | None) -> dict | None:
+    if blob is None:
+        return None
+    value = json.loads(blob.decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("a journal row's metadata is not an object")
+    return value
 
 
 def decode_terms(blob: bytes) -> list[str]:
@@ -61,6 +84,9 @@ class Journal:
             if _is_busy(exc):
                 raise
             self.close()  # the next use opens the file afresh
+            raise IndexUnusable(f"keyword journal unreadable: {exc}") from exc
+        except UnicodeDecodeError as exc:  # damaged text in SQLite's own schema
+            self.close()
             raise IndexUnusable(f"keyword journal unreadable: {exc}") from exc
 
     @contextmanager
@@ -140,12 +166,14 @@ class Journal:
         return ids
 
     # ------------------------------------------------------------------ rows
-    def append(self, rows: list[tuple[str, int, bytes | None, bytes | None]]) -> int:
-        """Add rows (chunk id, length, terms or None, vector or None) in one transaction that also
+    def append(self, rows: list[tuple[str, int, bytes | None, bytes | None, bytes | None]]) -> int:
+        """Add rows (chunk id, length, terms, vector, metadata; each but the id may be None) in one
+        transaction that also
         clears the pending mark. Returns the sequence number of the last row."""
         records = [(*row, ondisk.row_crc(*row)) for row in rows]
         with self._transaction() as db:
-            db.executemany("INSERT INTO log (chunk_id, length, terms, vector, crc) VALUES (?, ?, ?, ?, ?)", records)
+            insert = "INSERT INTO log (chunk_id, length, terms, vector, meta, crc) VALUES (?, ?, ?, ?, ?, ?)"
+            db.executemany(insert, records)
             db.execute("DELETE FROM meta WHERE key = 'pending'")
             return db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
 
@@ -153,14 +181,14 @@ class Journal:
         """The rows after ``seq``, in order, ``page`` at a time (each row's CRC checked)."""
         with self._guard():
             cursor = self._conn().execute(
-                "SELECT seq, chunk_id, length, terms, vector, crc FROM log WHERE seq > ? ORDER BY seq", (seq,)
+                "SELECT seq, chunk_id, length, terms, vector, meta, crc FROM log WHERE seq > ? ORDER BY seq", (seq,)
             )
             while batch := cursor.fetchmany(page):
                 rows = []
-                for s, cid, length, terms, vector, crc in batch:
-                    if not isinstance(cid, str) or ondisk.row_crc(cid, length, terms, vector) != crc:
+                for s, cid, length, terms, vector, meta, crc in batch:
+                    if not isinstance(cid, str) or ondisk.row_crc(cid, length, terms, vector, meta) != crc:
                         raise IndexUnusable(f"keyword journal row {s} is corrupt")
-                    rows.append(Row(s, cid, length, terms, vector))
+                    rows.append(Row(s, cid, length, terms, vector, meta))
                 yield rows
 
     def count_after(self, seq: int) -> int:

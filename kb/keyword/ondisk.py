@@ -7,9 +7,11 @@ One directory per knowledge base holds:
   (``BM25Params`` as JSON), ``epoch`` (random hex, new at every reset: a reader holding another
   epoch reloads), ``snapshot_seq`` (the journal position the snapshot holds, -1 for none),
   ``pending`` (JSON list of chunk ids a writer is about to change: crash detection).
-  ``log(seq, chunk_id, length, terms, vector, crc)``: one row per added (``terms`` = the chunk's
-  tokens joined by newlines, ``length`` their count, ``vector`` its float16 unit vector or NULL)
-  or deleted chunk (``terms`` NULL); ``crc`` is the CRC32 of the row (``row_crc``). SQLite gives
+  ``log(seq, chunk_id, length, terms, vector, meta, crc)``: one row per added chunk (``terms`` = the
+  chunk's tokens joined by newlines, ``length`` their count, ``vector`` its float16 unit vector or
+  NULL, ``meta`` its metadata as UTF-8 JSON, without ``metadata.NOT_HELD`` keys, or NULL), per
+  chunk whose metadata alone changed (``terms`` NULL, ``meta`` the new metadata) and per deleted
+  chunk (``terms`` and ``meta`` NULL); ``crc`` is the CRC32 of the row (``row_crc``). SQLite gives
   atomic commits; rows up to ``snapshot_seq`` are deleted once a snapshot holds them.
 - ``snapshot.bin``: the whole index at journal position ``seq``, written to
   ``snapshot.<pid>.<random>.tmp`` and renamed into place, so readers see the old file or the new.
@@ -29,12 +31,12 @@ D      data: D = 20 + H rounded up to ``ALIGN``; each array at ``D + offset`` (a
 ====== ============================================================================
 
 ``fields``: ``seq``, ``signature``, ``epoch``, ``params``, ``avgdl`` (the length normalisation the
-stored weights use), ``n_slots``, ``n_terms``. Each ``arrays`` entry: ``name``, ``dtype`` (numpy
-descr), ``shape``, ``offset``, ``eager`` (read whole at open, else left on disk and read per slice
-with ``pread``), its checksum units — ``units`` (the name of an earlier array of item offsets:
-unit u is items ``offsets[u]:offsets[u + 1]``; the postings' units are terms) or ``block`` (bytes:
-one row for two-dimensional arrays left on disk, else ``BLOCK``) — and ``crc_first`` (its first
-unit's index in ``crc``). The arrays:
+stored weights use), ``n_slots``, ``n_terms``, ``meta_keys`` (metadata key names). Each ``arrays``
+entry: ``name``, ``dtype`` (numpy descr), ``shape``, ``offset``, ``eager`` (read whole at open,
+else left on disk and read per slice with ``pread``), its checksum units — ``units`` (the name of
+an earlier array of item offsets: unit u is items ``offsets[u]:offsets[u + 1]``; the postings'
+units are terms) or ``block`` (bytes: one row for two-dimensional arrays left on disk, else
+``BLOCK``) — and ``crc_first`` (its first unit's index in ``crc``). The arrays:
 
 - ``ids``, ``terms``: UTF-8, one chunk id (slot order) / term (term-id order) per line.
 - ``indptr`` int64 (n_terms + 1): term t's postings are ``postings[indptr[t]:indptr[t + 1]]``.
@@ -43,6 +45,9 @@ unit's index in ``crc``). The arrays:
   query reads each of its terms' records with one ``pread`` and multiplies by the IDF.
 - ``slot.<name>``: one per-slot column (``kb.keyword.slots``: ``dl`` lengths, ``has_vector``,
   ``vector`` float16 unit vectors, n_slots × dim). Adding a column needs no change here.
+- ``meta.<j>.kind`` uint8, ``meta.<j>.num`` float64, ``meta.<j>.code`` int32 (one value per slot)
+  and ``meta.<j>.strings`` (UTF-8 JSON list: the key's string table) for the j-th metadata key
+  of the field ``meta_keys`` (``kb.keyword.metadata``: what the values mean).
 - ``crc`` uint32: the CRC32 of every unit of every array before it; the header holds its own
   CRC (``crc_crc``).
 
@@ -79,7 +84,7 @@ import numpy as np
 from kb.keyword.disk_array import BlockFile, DiskArray
 from kb.keyword.errors import IndexUnusable
 
-FORMAT = 4  # 4: own container with checksums, BM25 parameters saved, journal rows with CRCs
+FORMAT = 5  # 5: chunks' metadata (journal ``meta``, snapshot ``meta.<j>.*``); 4: own container with checksums
 MAGIC = b"KBKWSNAP"
 PREAMBLE = struct.Struct("<8sIII")  # magic, format, header length, header CRC
 ALIGN = 64
@@ -90,15 +95,15 @@ LEGACY = ("snapshot.npz",)  # files of older formats, removed at reset
 
 JOURNAL_SCHEMA = (
     "CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT NOT NULL, "
-    "length INTEGER NOT NULL, terms BLOB, vector BLOB, crc INTEGER NOT NULL)",
+    "length INTEGER NOT NULL, terms BLOB, vector BLOB, meta BLOB, crc INTEGER NOT NULL)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 
-def row_crc(chunk_id: str, length: int, terms: bytes | None, vector: bytes | None) -> int:
-    """The CRC32 a journal row carries: of its id, length, terms and vector."""
+def row_crc(chunk_id: str, length: int, terms: bytes | None, vector: bytes | None, meta: bytes | None) -> int:
+    """The CRC32 a journal row carries: of its id, length, terms, vector and metadata."""
     crc = zlib.crc32(b"%s\0%d\0" % (chunk_id.encode("utf-8"), length))
-    for part in (terms, vector):
+    for part in (terms, vector, meta):
         crc = zlib.crc32(b"-" if part is None else b"+%d:%s" % (len(part), part), crc)
     return crc
 

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from kb.keyword.disk_array import DiskArray
 
 POSTING = np.dtype([("slot", "<i4"), ("w", "<f4")])  # one read per query term gets both
+MERGE_BLOCK = 4_000_000  # postings of the snapshot read at a time by a compaction
 Weigh = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (slots, tfs) -> term weights
 
 
@@ -184,3 +185,47 @@ class BasePostings:
         """(term ids, slots, tfs) of every posting, by (term, slot)."""
         tids = np.repeat(np.arange(self.n_terms, dtype=np.int64), np.diff(self.indptr))
         return tids, np.asarray(self.records)["slot"], np.asarray(self.tfs)
+
+    def runs(self, block: int = MERGE_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``arrays`` about ``block`` postings at a time (whole terms each), read from the file
+        as they are needed."""
+        n, indptr = self.n_terms, self.indptr
+        a = 0
+        while a < n:
+            b = max(a + 1, int(np.searchsorted(indptr, indptr[a] + block, "right")) - 1)
+            b = min(b, n)
+            lo, hi = int(indptr[a]), int(indptr[b])
+            tids = np.repeat(np.arange(a, b, dtype=np.int64), np.diff(indptr[a : b + 1]))
+            yield tids, np.asarray(self.records[lo:hi])["slot"], np.asarray(self.tfs[lo:hi])
+            a = b
+
+
+def merge_runs(
+    runs: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], counts: np.ndarray, slot_map: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Postings in (term, slot) order: the slots and tfs of ``runs``, each sorted by (term, slot),
+    a later run's postings of a term after an earlier one's (higher slots). ``counts``: how many
+    postings each term has over all runs (after dropping those ``slot_map`` maps to -1).
+    ``slot_map`` (optional): new slot of each old slot, -1 for a posting to drop.
+
+    Each posting is written straight to its place (its term's start, plus the postings of that
+    term already placed): no sort, and memory for the output plus one run."""
+    total = int(counts.sum())
+    place = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=place[1:])
+    out_slot, out_tf = np.empty(total, np.int32), np.empty(total, np.uint16)
+    for tids, slots, tfs in runs:
+        if slot_map is not None:
+            new = slot_map[slots]
+            keep = new >= 0
+            tids, slots, tfs = tids[keep], new[keep], tfs[keep]
+        if not len(tids):
+            continue
+        firsts = np.flatnonzero(np.diff(tids)) + 1
+        firsts = np.concatenate([np.zeros(1, np.int64), firsts])
+        lengths = np.diff(np.append(firsts, len(tids)))
+        within = np.arange(len(tids)) - np.repeat(firsts, lengths)
+        at = place[tids] + within
+        out_slot[at], out_tf[at] = slots, tfs
+        place[tids[firsts]] += lengths
+    return out_slot, out_tf

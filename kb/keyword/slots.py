@@ -27,6 +27,7 @@ import kb.keyword.scoring as scoring
 from kb.keyword.disk_array import DiskArray
 
 VECTOR_DTYPE = np.float16
+GATHER_ROWS = 256  # rows read at once above which a memory map beats a pread per row (brute-force search)
 
 
 @dataclass(frozen=True)
@@ -112,15 +113,22 @@ class Column:
         return np.concatenate([self._base.read_all().reshape(self._shape(self._n_base)), tail])
 
     def take(self, slots: np.ndarray) -> np.ndarray:
-        """The values of these slots (rows of the snapshot's part read from disk, one each)."""
+        """The values of these slots (rows of the snapshot's part read from disk: one ``pread``
+        each, or, for more than ``GATHER_ROWS``, through a memory map)."""
         if self._base is None:
             return self._tail[slots]
+        base = self._base
+
+        def read(rows: np.ndarray) -> np.ndarray:
+            got = base.gather(rows) if len(rows) > GATHER_ROWS else base.rows(rows.tolist())
+            return got.reshape(self._shape(-1))
+
         on_base = slots < self._n_base
         if on_base.all():
-            return self._base.rows(slots.tolist()).reshape(self._shape(-1))
+            return read(slots)
         out = np.zeros(self._shape(len(slots)), self.spec.dtype)
         if on_base.any():
-            out[on_base] = self._base.rows(slots[on_base].tolist()).reshape(self._shape(-1))
+            out[on_base] = read(slots[on_base])
         out[~on_base] = self._tail[slots[~on_base] - self._n_base]
         return out
 

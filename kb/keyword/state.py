@@ -8,6 +8,8 @@ load, a compaction or a reset builds a new one — and changes it in place only 
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,8 +19,9 @@ import kb.keyword.ondisk as ondisk
 import kb.keyword.scoring as scoring
 from kb.keyword.disk_array import DiskArray
 from kb.keyword.errors import IndexUnusable
-from kb.keyword.journal import Row, decode_terms
-from kb.keyword.postings import POSTING, BasePostings, Delta, Vocabulary, Weigh
+from kb.keyword.journal import Row, decode_metadata, decode_terms
+from kb.keyword.metadata import MetadataColumns
+from kb.keyword.postings import MERGE_BLOCK, POSTING, BasePostings, Delta, Vocabulary, Weigh, merge_runs
 from kb.keyword.scoring import BM25Params
 from kb.keyword.slots import COLUMNS, VECTOR_DTYPE, Column, SlotTable
 
@@ -36,6 +39,8 @@ class State:
     vocab: Vocabulary = field(default_factory=Vocabulary)
     base: BasePostings = field(default_factory=BasePostings)
     delta: Delta = field(default_factory=Delta)
+    meta: MetadataColumns = field(default_factory=MetadataColumns)  # per-slot metadata, for filters
+    meta_changes: int = 0  # chunks whose metadata alone changed since the snapshot
     base_slots: int = 0  # slots that come from the snapshot
     snapshot: ondisk.Snapshot | None = None  # the open file the base is read from
     unusable: str | None = None  # why the files cannot be used, once found
@@ -71,6 +76,12 @@ class State:
             raise IndexUnusable("snapshot postings do not match its terms")
         base = BasePostings(_in_memory(arrays, "indptr"), arrays["postings"], arrays["tfs"], float(fields["avgdl"]))
         columns = {name: Column(spec, arrays[f"slot.{name}"]) for name, spec in COLUMNS.items()}
+        keys = list(fields["meta_keys"])
+        tables = [json.loads(bytes(_in_memory(arrays, f"meta.{j}.strings"))) for j in range(len(keys))]
+        columns_of = {name: _in_memory(arrays, name) for name in arrays if name.startswith("meta.")}
+        meta = MetadataColumns.of(len(ids), keys, columns_of, tables)
+        for name in columns_of:  # copied into ``meta``'s growable columns: not kept twice
+            del arrays[name]
         return cls(
             seq=int(fields["seq"]),
             epoch=epoch,
@@ -80,6 +91,7 @@ class State:
             base=base,
             base_slots=len(ids),
             snapshot=snapshot,
+            meta=meta,
         )
 
     def close(self) -> None:
@@ -88,8 +100,8 @@ class State:
 
     @property
     def changes(self) -> int:
-        """Chunks added or deleted since the snapshot."""
-        return self.slots.n_dead + self.slots.size - self.base_slots
+        """Chunks added, deleted or given new metadata since the snapshot."""
+        return self.slots.n_dead + self.slots.size - self.base_slots + self.meta_changes
 
     def weigh(self, params: BM25Params) -> Weigh:
         """Term weights of postings (slots, tfs) at the current average length."""
@@ -104,10 +116,11 @@ class State:
         vectors: np.ndarray | None = None,
         has_vector: np.ndarray | None = None,
         merge: bool = True,
+        metadatas: list[dict | None] | None = None,
     ) -> None:
         """Apply changes in order: ``tokens[i]`` None deletes ``ids[i]``, else adds or replaces it
-        (with unit vector ``vectors[i]`` if ``has_vector[i]``, all when None). Done as one batch:
-        the last change of each chunk is the one that counts."""
+        (with unit vector ``vectors[i]`` if ``has_vector[i]``, all when None, and metadata
+        ``metadatas[i]``). Done as one batch: the last change of each chunk is the one that counts."""
         last = {cid: i for i, cid in enumerate(ids)}
         for cid in last:
             self.slots.remove(cid)
@@ -120,6 +133,7 @@ class State:
                 columns["vector"] = vectors[keep]
                 columns["has_vector"] = np.ones(len(keep), np.bool_) if has_vector is None else has_vector[keep]
             first = self.slots.add([ids[i] for i in keep], columns)
+            self.meta.append([None if metadatas is None else metadatas[i] for i in keep])
             pair_terms = [term for c in counts for term in c]
             pair_tfs = np.fromiter((tf for c in counts for tf in c.values()), np.int64, len(pair_terms))
             slots = np.repeat(np.arange(first, first + len(keep), dtype=np.int32), [len(c) for c in counts])
@@ -129,8 +143,29 @@ class State:
             self.avgdl = avgdl  # base weights are recomputed per term when read (BasePostings)
             self.delta.reweigh()
 
+    def set_metadata(self, ids: list[str], metadatas: list[dict]) -> None:
+        """Chunks whose metadata alone changed (ids not in the index are ignored)."""
+        for cid, meta in zip(ids, metadatas, strict=True):
+            slot = self.slots.slot_of.get(cid)
+            if slot is not None:
+                self.meta.replace(slot, meta)
+                self.meta_changes += 1
+
     def replay(self, rows: list[Row]) -> None:
-        """Journal rows into memory: the same changes as when they were written."""
+        """Journal rows into memory: the same changes as when they were written, in order (runs
+        of metadata-only rows between runs of additions and deletions)."""
+        start = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i].metadata_only != rows[start].metadata_only:
+                run = rows[start:i]
+                if run[0].metadata_only:
+                    self.set_metadata([r.chunk_id for r in run], [decode_metadata(r.meta) or {} for r in run])
+                else:
+                    self._replay_changes(run)
+                start = i
+        self.seq = rows[-1].seq
+
+    def _replay_changes(self, rows: list[Row]) -> None:
         vectors = has = None
         with_vector = [(i, row.vector) for i, row in enumerate(rows) if row.vector is not None]
         if with_vector:
@@ -140,35 +175,47 @@ class State:
                 vectors[i] = np.frombuffer(vector, VECTOR_DTYPE)
             has = np.asarray([row.vector is not None for row in rows], np.bool_)
         tokens = [None if row.terms is None else decode_terms(row.terms) for row in rows]
-        self.change([row.chunk_id for row in rows], tokens, vectors, has)
-        self.seq = rows[-1].seq
+        metadatas = [decode_metadata(row.meta) for row in rows]
+        self.change([row.chunk_id for row in rows], tokens, vectors, has, metadatas=metadatas)
 
     # ------------------------------------------------------------------ compaction
     def compacted(self, signature: str, params: BM25Params) -> tuple[dict, dict[str, ondisk.Array]]:
         """The snapshot of this state (``ondisk`` fields and arrays): base and delta merged,
         deleted chunks dropped, slots and terms renumbered densely, weights at the new average."""
-        parts = [self.base.arrays(), self.delta.arrays()]
-        p_term, p_slot, p_tf = (np.concatenate([part[i] for part in parts]) for i in range(3))
-        live, terms = self.slots.live, self.vocab.terms
-        if self.slots.n_dead:
-            keep = live[p_slot]
-            p_term, p_slot, p_tf = p_term[keep], p_slot[keep], p_tf[keep]
-            p_slot = (np.cumsum(live, dtype=np.int64) - 1)[p_slot].astype(np.int32)
-            used = np.zeros(len(terms), np.bool_)
-            used[p_term] = True
-            p_term = (np.cumsum(used, dtype=np.int64) - 1)[p_term]
+        live, terms, n_dead = self.slots.live, self.vocab.terms, self.slots.n_dead
+        # Postings per term, live ones only: the snapshot's offsets give its counts without reading it.
+        counts = np.zeros(len(terms), np.int64)
+        slot_map = None
+        if n_dead:
+            slot_map = np.where(live, np.cumsum(live, dtype=np.int64) - 1, -1).astype(np.int64)
+            for tids, slots, _ in self.base.runs():
+                counts += np.bincount(tids[live[slots]], minlength=len(terms))
+        else:
+            counts[: self.base.n_terms] = np.diff(self.base.indptr)
+        for seg in self.delta.segments:
+            seg_terms = seg.term_per_posting()
+            counts += np.bincount(seg_terms[live[seg.slots]] if n_dead else seg_terms, minlength=len(terms))
+        # Base and segments are each sorted by (term, slot), later parts holding higher slots.
+        runs = itertools.chain(
+            self.base.runs(), ((seg.term_per_posting(), seg.slots, seg.tfs) for seg in self.delta.segments)
+        )
+        p_slot, p_tf = merge_runs(runs, counts, slot_map)
+        if n_dead:
+            used = counts > 0
+            counts = counts[used]
             terms = [t for t, ok in zip(terms, used, strict=True) if ok]
-        # Base and segments are each sorted by (term, slot), and later parts hold higher slots:
-        # a stable sort by term alone (merging sorted runs) gives the (term, slot) order.
-        order = np.argsort(p_term, kind="stable")
-        p_slot, p_tf, p_term = p_slot[order], p_tf[order], p_term[order]
         indptr = np.zeros(len(terms) + 1, np.int64)
-        np.cumsum(np.bincount(p_term, minlength=len(terms)), out=indptr[1:])
+        np.cumsum(counts, out=indptr[1:])
         ids, columns = self.slots.compacted()
+        meta_keys, meta_arrays, meta_tables = self.meta.compacted(live)
         dl = columns["dl"]
         avgdl = scoring.average_length(float(dl.sum(dtype=np.float64)), len(ids))
         records = np.empty(len(p_slot), POSTING)
-        records["slot"], records["w"] = p_slot, scoring.term_weight(p_tf, dl[p_slot], avgdl, params)
+        records["slot"] = p_slot
+        for a in range(0, len(p_slot), MERGE_BLOCK):  # in blocks: the formula's temporaries stay small
+            z = a + MERGE_BLOCK
+            records["w"][a:z] = scoring.term_weight(p_tf[a:z], dl[p_slot[a:z]], avgdl, params)
+        del p_slot
         fields = {
             "seq": self.seq,
             "signature": signature,
@@ -177,6 +224,7 @@ class State:
             "avgdl": avgdl,
             "n_slots": len(ids),
             "n_terms": len(terms),
+            "meta_keys": meta_keys,
         }
         arrays = {
             "ids": ondisk.Array(ondisk.encode_lines(ids)),
@@ -187,6 +235,11 @@ class State:
         }
         for name, values in columns.items():
             arrays[f"slot.{name}"] = ondisk.Array(values, eager=not COLUMNS[name].on_disk)
+        for j, table in enumerate(meta_tables):
+            for part in ("kind", "num", "code"):
+                arrays[f"meta.{j}.{part}"] = ondisk.Array(meta_arrays[f"meta.{j}.{part}"])
+            text = json.dumps(table, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            arrays[f"meta.{j}.strings"] = ondisk.Array(np.frombuffer(text, np.uint8))
         return fields, arrays
 
 

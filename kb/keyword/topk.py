@@ -22,7 +22,8 @@ def top(scores: np.ndarray, limit: int, term_slots: Sequence[np.ndarray], term_f
     ``term_slots[i]`` are the slots holding query term i and ``term_factors[i]`` its weight in the
     query (idf × repeats). Chunks holding the heaviest terms score high: the limit-th best score
     among them bounds the limit-th best overall from below, so only slots at or above that floor
-    need sorting (a few hundred instead of every match)."""
+    need sorting (a few hundred instead of every match). Scores set to 0 (a filter's mask) are
+    no floor; when the floor leaves many candidates, a partition picks the best before sorting."""
     probe, size = [], 0
     for i in np.argsort(term_factors)[::-1].tolist():
         probe.append(term_slots[i])
@@ -30,8 +31,12 @@ def top(scores: np.ndarray, limit: int, term_slots: Sequence[np.ndarray], term_f
         if size >= 2 * limit:
             break
     sample = scores[np.unique(np.concatenate(probe))] if probe else np.zeros(0)
+    sample = sample[sample > 0]  # scores a filter set to 0 are no floor
     floor = np.partition(sample, len(sample) - limit)[len(sample) - limit] if len(sample) > limit else 0.0
     candidates = np.flatnonzero(scores >= floor) if floor > 0 else np.flatnonzero(scores > 0)
+    if len(candidates) > 4 * limit:  # no useful floor (a filter kept few of the probed chunks)
+        values = scores[candidates]
+        candidates = candidates[values >= np.partition(values, len(values) - limit)[len(values) - limit]]
     return ranked(scores, candidates)[:limit]
 
 
