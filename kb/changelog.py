@@ -244,8 +244,9 @@ class ServerChangeFeed:
                     why = "keyword index rebuilt: this replica has no position in the server's change log"
                     if self._positioned(state):
                         why = "keyword index rebuilt: this replica is further behind than the change log keeps"
-                    log.warning("%s: %s", self.chunks.name, why)
-                    self.chunks.repairs.append(why)
+                    if self.chunks.count():  # an empty KB (just created) has nothing to rebuild: no warning
+                        log.warning("%s: %s", self.chunks.name, why)
+                        self.chunks.repairs.append(why)
                     self.chunks.rebuild_keyword_index()
                     return
                 self._apply_log(state)
