@@ -1,4 +1,4 @@
-"""``python -m bench quality|speed|endpoint [options]``: the benchmarks (see the README)."""
+"""``python -m bench quality|speed|endpoint|server [options]``: the benchmarks (see the README)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ COMMANDS = {
     "quality": "bench.quality",
     "speed": "bench.speed",
     "endpoint": "bench.endpoint_latency",
+    "server": "bench.server_speed",
 }
 
 

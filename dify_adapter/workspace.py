@@ -16,12 +16,18 @@ Data root, never a place that is lost on upgrade or restart:
   saying what to mount and set, instead of writing into the working directory;
 - serverless runtimes (Dify Cloud) have no persistent disk: refuse;
 - remote debugging (the plugin runs on the developer's machine): ``./.data``.
+
+Server mode (``CHROMA_KB_SERVER`` in the daemon's environment, ``kb.server_store``): the KBs live
+on that Chroma server, one Chroma database per namespace (``chroma_kb_<namespace>``), shared by
+every replica that points at it; the data root then holds only each replica's keyword indexes, a
+cache rebuilt from the server, so without a persistent folder it is a temporary one.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -32,6 +38,8 @@ from kb import KBError, Library, StoreBusy
 
 PLUGIN_AUTHOR = "chromakb"
 PLUGIN_NAME = "chroma_kb"
+SERVER_ENV = "CHROMA_KB_SERVER"  # kb.server_store reads it; here it only says the data root is a cache
+DATABASE_PREFIX = "chroma_kb_"
 NAMESPACE_KEY = "chroma_kb.namespace"
 NAMESPACE_LOCK = "namespaces.lock"
 _NAMESPACE_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -57,6 +65,8 @@ def data_root() -> Path:
     storage = os.environ.get("PLUGIN_STORAGE_LOCAL_ROOT", "").strip()
     if storage:
         return Path(storage) / "plugin_data" / PLUGIN_AUTHOR / PLUGIN_NAME
+    if os.environ.get(SERVER_ENV, "").strip():  # server mode: the local data is a cache of the server
+        return Path(tempfile.gettempdir()) / PLUGIN_NAME
     if method == "local":  # run by a plugin daemon whose plugin storage is not a local folder
         raise StorageNotConfigured(
             "No persistent folder for the knowledge bases: the plugin daemon does not export "
@@ -110,5 +120,6 @@ def workspace_library(storage) -> Library:
     with _lock:
         lib = _libraries.get(path)
         if lib is None:
-            lib = _libraries[path] = Library(path)  # ``dify:`` models need the caller's session
+            # ``dify:`` models need the caller's session; the database matters in server mode only
+            lib = _libraries[path] = Library(path, database=DATABASE_PREFIX + path.name)
         return lib

@@ -63,6 +63,7 @@ class ChunkStore:
         self._embedder: Embedder | Any | None = _AUTO
         self.repairs: list[str] = []
         self._rebuilding: threading.Thread | None = None  # a background rebuild of the keyword index
+        self.feed = store.change_feed(self)  # other replicas' writes (server mode: kb.changelog)
         self.background_repair = background_repair
         self._ensure_keyword_index(background_repair)
 
@@ -131,6 +132,7 @@ class ChunkStore:
         lock), so a long-lived process need not be reopened to see them."""
         if self._rebuilding is None:
             self.repairing(self._catch_up, reading=True)
+            self.feed.catch_up()  # server mode: the other replicas' writes
 
     def _catch_up(self) -> None:
         self.keyword.refresh()
@@ -214,6 +216,7 @@ class ChunkStore:
                     f"Knowledge base {self.name!r} was dropped by another process while this was writing to it; "
                     "nothing more was written. Create it again to ingest into it."
                 )
+            self.feed.catch_up()
             yield
 
     def _still_exists(self) -> bool:
@@ -239,9 +242,10 @@ class ChunkStore:
 
             def write(part=part, copy=copy) -> None:
                 self.keyword.mark_pending(ids[part])
-                self.collection.add(
-                    ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
-                )
+                with self.feed.change(ids[part]):
+                    self.collection.add(
+                        ids=ids[part], embeddings=vectors[part], documents=documents[part], metadatas=metadatas[part]
+                    )
                 upserts = list(zip(ids[part], tokens[part], strict=True))
                 self.keyword.apply(upserts=upserts, vectors=copy, metadatas=metadatas[part])  # metadata: filters
 
@@ -256,7 +260,8 @@ class ChunkStore:
             part, metas = ids[s : s + step], metadatas[s : s + step]
             with self.writing():
                 self.keyword.mark_pending(part)
-                self.collection.update(ids=part, metadatas=metas)
+                with self.feed.change(part):
+                    self.collection.update(ids=part, metadatas=metas)
                 kept = [{k: v for k, v in m.items() if v is not None} for m in metas]
                 self.keyword.update_metadata(part, kept)  # the keyword index filters by metadata
             yield_now()
@@ -268,7 +273,8 @@ class ChunkStore:
 
             def remove(part=part) -> None:
                 self.keyword.mark_pending(part)
-                self.collection.delete(ids=part)
+                with self.feed.change(part):
+                    self.collection.delete(ids=part)
                 self.keyword.apply(deletes=part)
 
             with self.writing():
@@ -332,7 +338,8 @@ class ChunkStore:
                     self.keyword.load()
                 except IndexUnusable as exc:
                     if self.count() == 0:  # a new KB: nothing to repair
-                        self.keyword.reset()
+                        with self.feed.rebuilding():
+                            self.keyword.reset()
                     else:
                         self._repair(f"keyword index rebuilt ({exc})", background)
                     return
@@ -350,6 +357,8 @@ class ChunkStore:
                 self.keyword.refresh()
                 if self.keyword.pending():
                     self._reconcile(self.keyword.pending())
+        if not self.feed.resume():  # server mode: other replicas' writes since this index last looked
+            return "keyword index rebuilt (it has no position in the server's change log)"
         if self.keyword.count != self.count():
             with self.writing():
                 self.keyword.refresh()
@@ -379,23 +388,32 @@ class ChunkStore:
 
     def _reconcile(self, ids: list[str]) -> None:
         """A writer died between changing Chroma and the keyword index: align those chunks."""
-        from chromadb.errors import ChromaError
-
-        try:
-            found = self.get(ids, include=self._index_fields)
-        except ChromaError:  # vectors another process added are not readable here (see stored_vectors)
-            found = self.get(ids, include=["documents", "metadatas"])
-        present = set(found["ids"])
-        upserts, vectors = self._index_rows(found)
-        deletes = [c for c in ids if c not in present]
-        self.keyword.apply(upserts=upserts, deletes=deletes, vectors=vectors, metadatas=found["metadatas"])
+        self.align(ids)
         why = f"keyword index reconciled {len(ids)} chunks after an interrupted write"
         log.warning("%s: %s", self.name, why)
         self.repairs.append(why)
 
+    def align(self, ids: list[str]) -> None:
+        """Make the keyword index hold what Chroma holds for these chunks: their terms and vector
+        where Chroma has them, nothing where it has not. Idempotent (the caller holds the lock)."""
+        from chromadb.errors import ChromaError
+
+        step = self.store.max_batch
+        for s in range(0, len(ids), step):
+            part = ids[s : s + step]
+            try:
+                found = self.get(part, include=self._index_fields)
+            except ChromaError:  # vectors another process added are not readable here (see stored_vectors)
+                found = self.get(part, include=["documents", "metadatas"])
+            present = set(found["ids"])
+            upserts, vectors = self._index_rows(found)
+            deletes = [c for c in part if c not in present]
+            self.keyword.apply(upserts=upserts, deletes=deletes, vectors=vectors, metadatas=found["metadatas"])
+            yield_now()
+
     def rebuild_keyword_index(self, progress: Progress | None = None) -> int:
         """Rebuild the keyword index from Chroma alone. Returns the number of chunks indexed."""
-        with self.writing():
+        with self.writing(), self.feed.rebuilding():
             total = self.count()
             done = 0
 

@@ -291,6 +291,36 @@ def cmd_rebuild(args) -> int:
     return 0
 
 
+def cmd_move(args) -> int:
+    from kb.library import Library
+    from kb.server_store import ENV_SERVER, ServerConfig, ServerStore
+    from kb.store import Store
+    from kb.transfer import copy_knowledge_base
+
+    config = ServerConfig.from_env()
+    if config is None:
+        raise InvalidInput(f"Set {ENV_SERVER} to the Chroma server's URL (http://host:port) to move KBs.")
+    embedded = Library(store=Store(args.data_dir))
+    server = Library(store=ServerStore(config, args.data_dir))
+    source, target = (embedded, server) if args.to == "server" else (server, embedded)
+    n = copy_knowledge_base(
+        source, target, args.kb, drop_source=not args.keep, progress=_progress("copying", args.json)
+    )
+    verb = "copied" if args.keep else "moved"
+    _emit(
+        args,
+        {"kb": args.kb, "to": args.to, "chunks": n, "source_kept": args.keep},
+        f"{args.kb}: {verb} to the {args.to} store ({n} chunks, nothing embedded again)",
+    )
+    return 0
+
+
+def cmd_server(args) -> int:
+    from kb.local_server import run_local_server
+
+    return run_local_server(Path(args.path) if args.path else None, args.host, args.port)
+
+
 def cmd_eval(args) -> int:
     from kb.eval import evaluate
 
@@ -421,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("drop", cmd_drop, "delete a whole knowledge base")
     sp.add_argument("--yes", action="store_true", help="confirm")
     add("rebuild-index", cmd_rebuild, "rebuild the keyword index from Chroma")
+    sp = add("move", cmd_move, "move a KB between the embedded store and the Chroma server ($CHROMA_KB_SERVER)")
+    sp.add_argument("--to", required=True, choices=["server", "embedded"], help="where the KB goes")
+    sp.add_argument("--keep", action="store_true", help="keep the KB in the source too (a copy)")
+    sp = add("server", cmd_server, "run a local Chroma server (chroma run) for server mode", kb=False)
+    sp.add_argument("--path", help="where the server keeps its data (default: <data dir>/chroma-server)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
 
     sp = add("eval", cmd_eval, "evaluate retrieval on a BEIR-layout folder", kb=False)
     sp.add_argument("--dataset", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
@@ -440,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Arguments that name files: their bytes need not be UTF-8 (``kb.documents.file_name`` shows them).
-_PATH_ARGUMENTS = {"paths", "data_dir", "dataset", "func", "command"}
+_PATH_ARGUMENTS = {"paths", "data_dir", "dataset", "func", "command", "path"}
 
 
 def _check_text_arguments(args) -> None:

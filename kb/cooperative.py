@@ -36,3 +36,15 @@ def in_background[T](fn: Callable[..., T], /, *args, **kwargs) -> Callable[[], T
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-native")
     return _pool.submit(fn, *args, **kwargs).result
+
+
+def concurrently[T](fn: Callable[..., T], /, *args, **kwargs) -> Callable[[], T]:
+    """As ``in_background``, for network I/O (a Chroma server's client): under gevent a greenlet,
+    since gevent's patched sockets already wait cooperatively and cannot be used from another
+    thread ("Cannot switch to a different thread"); otherwise a thread of the same pool."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        import gevent
+
+        return gevent.spawn(fn, *args, **kwargs).get
+    return in_background(fn, *args, **kwargs)

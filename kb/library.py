@@ -24,6 +24,7 @@ from kb.knowledge_base import KnowledgeBase
 from kb.records import utc_timestamp
 from kb.retrieval import DEFAULT_MODE, DEFAULT_TOP_K, Hit, Reranker
 from kb.retrieval import search as search_kbs
+from kb.server_store import open_store
 from kb.store import Store, storage_errors
 from kb.tokenize import KeywordTokenizer
 
@@ -54,12 +55,15 @@ class Library:
         lock_timeout: float | None = None,
         embedder_factory: EmbedderFactory = recorded_embedder,
         store: Store | None = None,
+        database: str | None = None,
     ) -> None:
         """``data_dir``: the embedded store's directory (default ``$CHROMA_KB_DATA_DIR``, else
         ``~/.local/share/chroma_kb``). ``embedder_factory`` turns a recorded embedder name back
-        into an embedder (None: not available here)."""
+        into an embedder (None: not available here). With ``$CHROMA_KB_SERVER`` set, the KBs are
+        on that Chroma server, in ``database`` (``kb.server_store``), and ``data_dir`` holds their
+        keyword indexes."""
         with storage_errors():
-            self.store = store or Store(data_dir, lock_timeout=lock_timeout)
+            self.store = store or open_store(data_dir, database=database, lock_timeout=lock_timeout)
         self.embedder_factory = embedder_factory
         self.tokenizer = KeywordTokenizer()
         self._open: dict[str, KnowledgeBase] = {}
@@ -184,6 +188,7 @@ class Library:
         kb = self.get(name)
         with storage_errors(), self.store.lock.hold():
             self.store.client.delete_collection(kb.collection.name)
+            kb.feed.dropped()
             kb.keyword.reset()
             kb.keyword.close()
             self._open.pop(kb.collection.name, None)

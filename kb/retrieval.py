@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kb.chunks import ChunkStore
-from kb.cooperative import in_background
+from kb.cooperative import concurrently, in_background
 from kb.embedders import Embedder
 from kb.errors import InvalidInput
 from kb.filters import matches, parse_filter
@@ -234,7 +234,8 @@ def _gather(
         vector = vectors.get(embedder.name)
         if vector is None:
             vector = vectors[embedder.name] = embedder.embed_query(query)
-        semantic_done = in_background(_semantic, kb, vector, n, where, mask)  # Chroma releases the GIL
+        start = concurrently if kb.store.remote else in_background  # a server's client waits on sockets
+        semantic_done = start(_semantic, kb, vector, n, where, mask)  # embedded Chroma releases the GIL
     if mode in ("hybrid", "keyword"):
         part.terms = kb.tokenizer(query)
         part.keyword = _keyword(kb, part.terms, n, where, mask, stats)
@@ -307,7 +308,9 @@ def _semantic(kb: ChunkStore, vector, n: int, where: dict | None, mask: np.ndarr
     if where is not None and mask is not None:
         return _semantic_filtered(kb, vector, n, mask)
     got = kb.collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
-    return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]
+    # Chroma computes float32 distances; a server sends them as JSON decimals: back to the same float32
+    distances = np.asarray(got["distances"][0], np.float32).tolist()
+    return [(cid, 1.0 - d) for cid, d in zip(got["ids"][0], distances, strict=True)]
 
 
 def _semantic_filtered(kb: ChunkStore, vector, n: int, mask: np.ndarray) -> list[tuple[str, float]]:
@@ -318,7 +321,7 @@ def _semantic_filtered(kb: ChunkStore, vector, n: int, mask: np.ndarray) -> list
     k = min(total, int(n * total / matching * OVERSAMPLE) + 16)
     while k < total and HNSW_COST_ROWS[0] + HNSW_COST_ROWS[1] * k < matching:
         got = kb.collection.query(query_embeddings=[vector], n_results=k, include=["distances"])
-        ids, distances = got["ids"][0], got["distances"][0]
+        ids, distances = got["ids"][0], np.asarray(got["distances"][0], np.float32).tolist()  # as in _semantic
         slot_of = kb.keyword.slot_of
         kept = [
             (cid, 1.0 - d)

@@ -75,6 +75,7 @@ def prepare_data_dir(path: Path) -> Path:
 def storage_errors(what: str = "The knowledge base store") -> Iterator[None]:
     """Turn the store's own exceptions (Chroma, SQLite, the file system) into ``StorageError``
     with a one-line message; the engine's own errors pass through unchanged."""
+    import httpx
     from chromadb.errors import ChromaError
 
     try:
@@ -83,10 +84,21 @@ def storage_errors(what: str = "The knowledge base store") -> Iterator[None]:
         raise
     except ChromaError as exc:
         raise StorageError(f"{what} failed: {_first_line(exc)}. {_advice(exc)}") from exc
+    except httpx.HTTPError as exc:  # server mode: the Chroma server went away or hung
+        raise StorageError(
+            f"{what} failed: the Chroma server did not answer ({exc.__class__.__name__}). "
+            "Check that it runs and is reachable, then run the same command again."
+        ) from exc
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"{what} failed: {_first_line(exc)}. {_advice(exc)}") from exc
     except OSError as exc:
         raise StorageError(f"{what} failed: {exc.strerror or exc.__class__.__name__}.") from exc
+    except Exception as exc:
+        if type(exc) is not Exception:  # chromadb's HTTP client raises a bare Exception for an
+            raise  # answer that is not Chroma's own error (a proxy's 401, a gateway's 502)
+        raise StorageError(
+            f"{what} failed: the Chroma server answered {_first_line(exc)!r}. Check the server and its token."
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -147,6 +159,7 @@ class Store:
     """An embedded Chroma store in one data directory (the default deployment)."""
 
     kind = "embedded"
+    remote = False  # Chroma calls are native work here, network I/O for a server
 
     def __init__(self, data_dir: Path | str | None = None, *, lock_timeout: float | None = None) -> None:
         self.data_dir = prepare_data_dir(Path(data_dir) if data_dir else default_data_dir())
@@ -183,6 +196,11 @@ class Store:
     def keyword_dir(self, collection_name: str) -> Path:
         return self.data_dir / "keyword" / collection_name
 
+    def change_feed(self, chunks) -> Any:
+        """How a KB's keyword index learns of other processes' writes. Embedded: they share its
+        files (the journal), so there is nothing more to do; server mode: ``kb.changelog``."""
+        return NoFeed()
+
     def collection_bytes(self, collection) -> int:
         """Bytes of one collection in Chroma's directory: its vector segment's files, plus its share
         of the database all collections share (texts, metadata, full-text index), apportioned by
@@ -202,3 +220,25 @@ class Store:
         total = sum(int(c.count()) for c in self.client.list_collections())
         share = database.stat().st_size * int(collection.count()) // total if total else 0
         return own + share
+
+
+class NoFeed:
+    """The change feed of an embedded store: every writer of the data directory writes the shared
+    keyword index itself, so there is nothing to announce or catch up with."""
+
+    @contextmanager
+    def change(self, ids: list[str]) -> Iterator[None]:
+        yield
+
+    def resume(self) -> bool:
+        return True
+
+    def catch_up(self) -> None:
+        pass
+
+    @contextmanager
+    def rebuilding(self) -> Iterator[None]:
+        yield
+
+    def dropped(self) -> None:
+        pass

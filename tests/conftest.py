@@ -98,11 +98,36 @@ def plugin(tmp_path_factory, e5, package_file):
     daemon.close()
 
 
-def unavailable(reason: str):
-    """Under CI (CI=true) a missing real daemon is a failure; elsewhere the test is skipped."""
+def unavailable(reason: str, what: str = "the real Dify plugin daemon"):
+    """Under CI (CI=true) a missing real part is a failure; elsewhere the test is skipped."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the real Dify plugin daemon is required under CI=true: {reason}", pytrace=False)
+        pytest.fail(f"{what} is required under CI=true: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real Chroma server (``chroma run`` from the venv) on 127.0.0.1 and a free port, for the
+    session; stopped by its pid at the end. Tests isolate themselves by database (``server_mode``)."""
+    from chroma_server import ChromaServer, ServerUnavailable
+
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server") / "db")
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        server.remove()
+        unavailable(str(exc), "a real Chroma server (chroma run)")
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def server_mode(chroma_server, monkeypatch):
+    """Server mode for this test: ``CHROMA_KB_SERVER`` set, a database of its own, no poll delay."""
+    monkeypatch.setenv("CHROMA_KB_SERVER", chroma_server.url)
+    monkeypatch.setenv("CHROMA_KB_SERVER_DATABASE", f"test_{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("CHROMA_KB_SYNC_INTERVAL", "0")
+    return chroma_server
 
 
 def start_real_daemon(no_storage_root: bool = False):
