@@ -114,6 +114,10 @@ class Dataset:
         if n_queries:
             qids = qids[:n_queries]
         self.qids, self.queries, self.qrels = qids, queries, qrels
+        # A blank query (cmrc2018 has two) stays in the denominator: every method returns nothing for it.
+        self.blank = {q for q in qids if not queries[q].strip()}
+        if self.blank:
+            self.split_note += f", {len(self.blank)} blank (no results from any method)"
         cache = ROOT / "bench" / "results" / "cache" / f"{self.kb.collection.name}-queries.npz"
         self.embedder = CachedQueries(self.kb.embedder, cache)
         self.doc_of: dict[str, str] = {}
@@ -135,6 +139,9 @@ class Dataset:
     def ours(self, **options) -> dict[str, list[str]]:
         out = {}
         for qid in self.qids:
+            if qid in self.blank:
+                out[qid] = []
+                continue
             hits = self.kb.search(self.queries[qid], top_k=DEPTH, candidates=DEPTH, embedder=self.embedder, **options)
             out[qid] = _docs([h.doc_id for h in hits])
         return out
@@ -144,6 +151,9 @@ class Dataset:
         runs = {}
         for qid in self.qids:
             text = self.queries[qid]
+            if qid in self.blank:
+                runs[qid] = {"semantic": [], "keyword": [], "vector": np.zeros(self.kb.embedder.dimension, np.float32)}
+                continue
             vector = self.embedder.embed_query(text)
             got = self.kb.collection.query(query_embeddings=[vector], n_results=DEPTH * 2, include=["distances"])
             semantic = [(cid, 1 - d) for cid, d in zip(got["ids"][0], got["distances"][0], strict=True)]

@@ -97,7 +97,12 @@ def evaluate(
     ndcg, recall, mrr, latency = [], [], [], []
     for qid in qids:
         t0 = time.perf_counter()
-        hits = kb.search(queries[qid], top_k=100, mode=mode, fusion=fusion, candidates=100, **search_options)
+        blank = not queries[qid].strip()  # stays in the denominator: no method answers a blank query
+        hits = (
+            []
+            if blank
+            else kb.search(queries[qid], top_k=100, mode=mode, fusion=fusion, candidates=100, **search_options)
+        )
         latency.append((time.perf_counter() - t0) * 1000)
         ranked = list(dict.fromkeys(h.doc_id for h in hits))
         ndcg.append(ndcg_at(ranked, qrels[qid], 10))
