@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, queries_from, write_json
-from bench.speed import BATCH, HashEmbedder, _ms, passages
+from bench.speed import BATCH, HashEmbedder, _ms, passages, raw_add
 
 
 def _free_port() -> int:
@@ -115,13 +115,7 @@ def run(size: int, n_queries: int, workdir: Path) -> dict:
         metas = [{"doc_id": f"d{i}", **meta} for i in range(size)]
         step = int(client.get_max_batch_size())
         t0 = time.perf_counter()
-        for s in range(0, size, step):
-            col.add(
-                ids=[f"{i:032x}" for i in range(s, min(size, s + step))],
-                embeddings=vectors[s : s + step],
-                documents=texts[s : s + step],
-                metadatas=metas[s : s + step],
-            )
+        raw_add(col, vectors, texts, metas, step)
         out["plain_http_add_per_s"] = round(size / (time.perf_counter() - t0))
         qv = [HashEmbedder.vector(q) for q in queries]
         times = []

@@ -82,6 +82,18 @@ def passages(size: int) -> list[str]:
     return [f"{base[i % len(base)]} #{i}" for i in range(size)]
 
 
+def raw_add(col, vectors, texts: list[str], metas: list[dict], step: int) -> None:
+    """The reference: plain Chroma ``add`` of the same vectors, texts and metadata, ``step`` at a time."""
+    size = len(texts)
+    for s in range(0, size, step):
+        col.add(
+            ids=[f"{i:032x}" for i in range(s, min(size, s + step))],
+            embeddings=vectors[s : s + step],
+            documents=texts[s : s + step],
+            metadatas=metas[s : s + step],
+        )
+
+
 def _ms(seconds: list[float]) -> tuple[float, float]:
     ms = [s * 1000 for s in seconds]
     return round(percentile(ms, 50), 3), round(percentile(ms, 95), 3)
@@ -183,13 +195,7 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
         "bench", configuration={"hnsw": HNSW}, embedding_function=None
     )
     t0 = time.perf_counter()
-    for s in range(0, size, BATCH):
-        col.add(
-            ids=[f"{i:032x}" for i in range(s, min(size, s + BATCH))],
-            embeddings=vectors[s : s + BATCH],
-            documents=texts[s : s + BATCH],
-            metadatas=metas[s : s + BATCH],
-        )
+    raw_add(col, vectors, texts, metas, BATCH)
     ref_add_s = time.perf_counter() - t0
     _note(size, f"raw Chroma add {ref_add_s:.1f} s")
 

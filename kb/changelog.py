@@ -59,7 +59,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kb.errors import InvalidInput, StoreBusy
+from kb.errors import StoreBusy
+from kb.store import seconds_from_env
 
 if TYPE_CHECKING:
     from kb.chunks import ChunkStore
@@ -80,19 +81,6 @@ LOG_PREFIX = "kblog-"
 MISMATCHES_BEFORE_ALIGN = 2
 
 
-def _seconds_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86400:
-        raise InvalidInput(f"{name} must be a number of seconds from 0 to 86400; got {raw!r}.")
-    return value
-
-
 def log_name(collection) -> str:
     return f"{LOG_PREFIX}{collection.id}"
 
@@ -101,8 +89,8 @@ class ServerChangeFeed:
     def __init__(self, store: Store, chunks: ChunkStore) -> None:
         self.store = store
         self.chunks = chunks
-        self.interval = _seconds_from_env(ENV_INTERVAL, DEFAULT_INTERVAL)
-        self.intent_timeout_ms = int(1000 * _seconds_from_env(ENV_INTENT_TIMEOUT, DEFAULT_INTENT_TIMEOUT))
+        self.interval = seconds_from_env(ENV_INTERVAL, DEFAULT_INTERVAL)
+        self.intent_timeout_ms = int(1000 * seconds_from_env(ENV_INTENT_TIMEOUT, DEFAULT_INTENT_TIMEOUT))
         self.path: Path = store.keyword_dir(chunks.collection.name) / STATE_FILE
         self.writer = uuid.uuid4().hex[:8]  # this process's writes
         self._n = 0

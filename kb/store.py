@@ -43,18 +43,23 @@ def default_data_dir() -> Path:
     return Path(base) / "chroma_kb"
 
 
-def lock_timeout_from_env() -> float:
-    """``$CHROMA_KB_LOCK_TIMEOUT`` in seconds (default 30), checked."""
-    raw = os.environ.get(ENV_LOCK_TIMEOUT, "").strip()
+def seconds_from_env(name: str, default: float) -> float:
+    """``$name`` in seconds (0 to 86400; ``default`` when unset or blank), checked."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_LOCK_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not 0 <= value <= 86400:
-        raise InvalidInput(f"{ENV_LOCK_TIMEOUT} must be a number of seconds from 0 to 86400; got {raw!r}.")
+        raise InvalidInput(f"{name} must be a number of seconds from 0 to 86400; got {raw!r}.")
     return value
+
+
+def lock_timeout_from_env() -> float:
+    """``$CHROMA_KB_LOCK_TIMEOUT`` in seconds (default 30), checked."""
+    return seconds_from_env(ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT)
 
 
 def prepare_data_dir(path: Path) -> Path:

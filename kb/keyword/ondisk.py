@@ -75,6 +75,8 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,13 +216,21 @@ def open_snapshot(directory: Path, cache_bytes: dict[str, int] | None = None) ->
         raise IndexUnusable("snapshot file is missing") from exc
     except OSError as exc:
         raise IndexUnusable(f"snapshot unreadable: {exc}") from exc
-    try:
+    with closed_on_failure(file, "snapshot unreadable"):
         return _read(file, cache_bytes or {})
+
+
+@contextmanager
+def closed_on_failure(opened, what: str) -> Iterator[None]:
+    """Close ``opened`` when the block fails; bytes that do not decode (ValueError, KeyError,
+    TypeError) become ``IndexUnusable(what: ...)``."""
+    try:
+        yield
     except (ValueError, KeyError, TypeError) as exc:
-        file.close()
-        raise IndexUnusable(f"snapshot unreadable: {exc}") from exc
+        opened.close()
+        raise IndexUnusable(f"{what}: {exc}") from exc
     except BaseException:
-        file.close()
+        opened.close()
         raise
 
 

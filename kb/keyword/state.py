@@ -49,14 +49,8 @@ class State:
     def opened(cls, directory, epoch: str, snapshot_seq: int, signature: str, params: BM25Params) -> State:
         """The state ``snapshot.bin`` holds (raises IndexUnusable when it does not fit the journal)."""
         snapshot = ondisk.open_snapshot(directory, {"postings": POSTINGS_CACHE_BYTES})
-        try:
+        with ondisk.closed_on_failure(snapshot, "snapshot inconsistent"):
             return cls._of(snapshot, epoch, snapshot_seq, signature, params)
-        except (KeyError, TypeError, ValueError) as exc:
-            snapshot.close()
-            raise IndexUnusable(f"snapshot inconsistent: {exc}") from exc
-        except BaseException:
-            snapshot.close()
-            raise
 
     @classmethod
     def _of(cls, snapshot: ondisk.Snapshot, epoch: str, snapshot_seq: int, signature: str, params) -> State:
