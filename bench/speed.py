@@ -173,14 +173,15 @@ def _note(size: int, text: str) -> None:
     print(f"[speed {size:,}] {text}", file=sys.stderr, flush=True)
 
 
-def run_size(size: int, queries: list[str], workdir: Path) -> dict:
-    import bm25s
+def build_stores(size: int, texts: list[str], workdir: Path) -> dict:
+    """Both stores of ``size`` chunks, built and timed: the raw Chroma reference and our KB. The
+    figures are saved beside them (``build-<size>.json``) so that ``--reuse`` can measure the
+    query side again on the same stores."""
     import chromadb
 
     from kb.documents import SourceDocument
     from kb.library import HNSW, Library
 
-    texts = passages(size)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # The records our ingest writes: 32-character ids, these five metadata fields.
     metas = [
@@ -190,19 +191,18 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     vectors = np.vstack([HashEmbedder.vector(t) for t in texts])
 
     # Reference: raw Chroma add of the same vectors, texts and metadata.
-    ref_dir = workdir / f"chroma-{size}"
-    col = chromadb.PersistentClient(str(ref_dir)).create_collection(
+    col = chromadb.PersistentClient(str(workdir / f"chroma-{size}")).create_collection(
         "bench", configuration={"hnsw": HNSW}, embedding_function=None
     )
     t0 = time.perf_counter()
     raw_add(col, vectors, texts, metas, BATCH)
     ref_add_s = time.perf_counter() - t0
     _note(size, f"raw Chroma add {ref_add_s:.1f} s")
+    del vectors
 
     # Ours: the full ingest path.
-    kb_dir = workdir / f"kb-{size}"
     embedder = HashEmbedder()
-    kb = Library(kb_dir).create("bench", embedder)
+    kb = Library(workdir / f"kb-{size}").create("bench", embedder)
     docs = [
         SourceDocument(text=t, doc_id=f"d{i}", title="", source="bench", metadata={"bucket": bucket(i)})
         for i, t in enumerate(texts)
@@ -214,6 +214,42 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     _note(size, f"ingest {ingest_s:.1f} s (stand-in embedder {embedder.seconds:.1f} s apart)")
     stored = kb.collection.get(limit=1, include=["metadatas"])["metadatas"][0]
     assert stored.keys() == metas[0].keys(), f"the reference must store what the ingest stores: {stored}"
+    built = {
+        "ingest_s": round(ingest_s, 2),
+        "ref_chroma_add_s": round(ref_add_s, 2),
+        "stand_in_embedder_s": round(embedder.seconds, 2),
+        "built_at": stamp,
+        "built_by": git_commit(),
+    }
+    write_json(str(workdir / f"build-{size}.json"), built)
+    return built
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False) -> dict:
+    import bm25s
+    import chromadb
+
+    from kb.library import Library
+
+    texts = passages(size)
+    saved = workdir / f"build-{size}.json"
+    if reuse and saved.exists():
+        built = json.loads(saved.read_text())
+        _note(size, f"reusing the stores built by {built['built_by']} at {built['built_at']}")
+    else:
+        built = build_stores(size, texts, workdir)
+    ref_dir, kb_dir = workdir / f"chroma-{size}", workdir / f"kb-{size}"
+    col = chromadb.PersistentClient(str(ref_dir)).get_collection("bench")
+    t0 = time.perf_counter()
+    kb = Library(kb_dir).get("bench", HashEmbedder())
+    kb.search(queries[0], top_k=10)  # a new format's index is rebuilt here (reuse across formats)
+    _note(size, f"opened our KB in {time.perf_counter() - t0:.1f} s")
+    ingest_s, ref_add_s = built["ingest_s"], built["ref_chroma_add_s"]
 
     # Keyword channel vs bm25s on the same token lists.
     tokens = kb.tokenizer.tokenize_many(texts)
@@ -297,10 +333,12 @@ def run_size(size: int, queries: list[str], workdir: Path) -> dict:
     return {
         "chunks": size,
         "queries": len(queries),
-        "ingest_s": round(ingest_s, 2),
-        "ref_chroma_add_s": round(ref_add_s, 2),
+        "ingest_s": ingest_s,
+        "ref_chroma_add_s": ref_add_s,
         "ingest_ratio": round(ingest_s / ref_add_s, 3),
-        "stand_in_embedder_s": round(embedder.seconds, 2),
+        "stand_in_embedder_s": built["stand_in_embedder_s"],
+        "built_by": built["built_by"],
+        "measured_by": git_commit(),
         "keyword_p50_ms": kw50,
         "keyword_p95_ms": kw95,
         "ref_bm25s_p50_ms": rkw50,
@@ -388,14 +426,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="real queries, half scifact, half medqa-zh")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "speed.json"))
     parser.add_argument("--workdir", help="where to build the stores (default: a temporary directory, removed)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --workdir: measure again on the stores an earlier run built there (its build figures kept)",
+    )
     args = parser.parse_args(argv)
+    if args.reuse and not args.workdir:
+        parser.error("--reuse needs --workdir: the folder where an earlier run built its stores")
     queries = queries_from("scifact", args.queries // 2) + queries_from("medqa-zh", args.queries - args.queries // 2)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="kb-bench-speed-"))
     results = []
     try:
         for size in args.sizes:
             t0 = time.perf_counter()
-            results.append(run_size(size, queries, workdir))
+            results.append(run_size(size, queries, workdir, args.reuse))
             print(f"[speed] {size:,} chunks measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     finally:
         if not args.workdir:

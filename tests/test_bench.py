@@ -78,6 +78,26 @@ def test_speed_benchmark_runs_every_measure(tmp_path, capsys):
     assert "keyword query p50" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_speed_benchmark_measures_again_on_the_stores_it_built(tmp_path):
+    first, second, work = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "w"
+    args = ["--sizes", "300", "--queries", "10", "--workdir", str(work)]
+    assert speed_bench.main([*args, "--json", str(first)]) == 0
+    assert (work / "build-300.json").exists() and (work / "kb-300").is_dir()
+    assert speed_bench.main([*args, "--reuse", "--json", str(second)]) == 0
+    a, b = (json.loads(p.read_text())["results"][0] for p in (first, second))
+    # the build is not repeated: its figures are the first run's; the queries are measured again
+    for key in ("ingest_s", "ref_chroma_add_s", "built_by"):
+        assert a[key] == b[key], key
+    assert b["hybrid_p50_ms"] > 0 and b["measured_by"] and b["disk_mb"] > 0
+
+
+def test_speed_benchmark_reuse_needs_a_workdir(capsys):
+    with pytest.raises(SystemExit):
+        speed_bench.main(["--reuse"])
+    assert "--reuse needs --workdir" in capsys.readouterr().err
+
+
 def test_peer_fusions_follow_their_formulas():
     semantic = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
     keyword = [("c", 12.0), ("a", 3.0)]
