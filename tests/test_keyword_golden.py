@@ -99,6 +99,7 @@ def test_the_golden_files_hold_what_the_format_describes():
     columns = [f"meta.{j}.{part}" for j in range(3) for part in ("kind", "num", "code", "strings")]
     assert names == [
         *("ids", "terms", "indptr", "postings", "tfs", "slot.dl", "slot.has_vector", "slot.vector"),
+        *("slot.sketch", "slot.sketch_step", "slot.sketch_error"),
         *columns,
         "crc",
     ]
@@ -113,6 +114,9 @@ def test_the_golden_files_hold_what_the_format_describes():
         "slot.dl": ondisk.BLOCK,
         "slot.has_vector": ondisk.BLOCK,
         "slot.vector": 4 * 2,
+        "slot.sketch": 4,
+        "slot.sketch_step": ondisk.BLOCK,
+        "slot.sketch_error": ondisk.BLOCK,
         **dict.fromkeys(columns, ondisk.BLOCK),
     }
 

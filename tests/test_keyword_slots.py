@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kb.keyword import KeywordIndex, ondisk
-from kb.keyword.slots import COLUMNS, Column, SlotTable, unit_rows
+from kb.keyword.slots import COLUMNS, Column, SlotTable, sketches, unit_rows
 
 
 def random_vectors(n, dim=8, seed=0):
@@ -97,3 +97,70 @@ def reopened(path):
     index = KeywordIndex(path, "sig")
     index.load()
     return index
+
+
+def test_a_sketch_bounds_the_float16_cosine_for_any_unit_query():
+    rng = np.random.default_rng(3)
+    units = unit_rows(rng.standard_normal((400, 384)) * rng.uniform(0.1, 10, (400, 1)))
+    units[7] = 0  # a chunk without a vector: sketch zero, no NaN
+    sk = sketches(units)
+    assert sk["sketch"].dtype == np.int8 and not sk["sketch"][7].any() and sk["sketch_error"][7] == 0
+    exact16 = units.astype(np.float64)
+    approx_rows = sk["sketch"].astype(np.float64) * sk["sketch_step"][:, None]
+    # the worst query for row i points along its rounding error: the bound must hold there too
+    worst = exact16 - approx_rows
+    queries = np.vstack([rng.standard_normal((50, 384)), worst[:50], exact16[:50]])
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    gaps = np.abs(queries @ exact16.T - queries @ approx_rows.T)
+    assert (gaps <= sk["sketch_error"][None, :] + 1e-12).all()
+    assert 0 < np.median(sk["sketch_error"]) < 0.02  # tight enough to prune: most rows are far below the top
+
+
+def test_sketches_are_computed_not_given_and_follow_the_vectors_through_compaction():
+    slots = table()
+    units = unit_rows(random_vectors(5))
+    with pytest.raises(ValueError, match="computed from the vectors"):
+        slots.add(["a"], {"vector": units[:1], "sketch": np.zeros((1, 8), np.int8)})
+    slots.add(list("abcde"), {"dl": np.ones(5), "vector": units, "has_vector": np.ones(5, bool)})
+    slots.remove("b")
+    _, columns = slots.compacted()
+    assert np.array_equal(columns["sketch"], sketches(units[[0, 2, 3, 4]])["sketch"])
+
+
+def _index_with_vectors(directory, n: int, dim: int = 64, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    index = KeywordIndex(directory, "sketch-test")
+    index.build([(f"c{i}", ["w"], vectors[i], None) for i in range(n)])
+    return index, vectors
+
+
+def test_brute_force_through_the_sketches_returns_what_float16_alone_returns(tmp_path, monkeypatch):
+    import kb.keyword.index as index_module
+
+    index, _ = _index_with_vectors(tmp_path, 3000)
+    extra = np.random.default_rng(9).standard_normal((500, 64)).astype(np.float32)  # in memory, after the snapshot
+    index.apply(upserts=[(f"x{i}", ["w"]) for i in range(500)], vectors=extra)
+    rng = np.random.default_rng(11)
+    read: list[int] = []
+    table_type = type(index._usable().slots)
+    original = table_type.vectors
+
+    def counting(self, slots):
+        read.append(len(slots))
+        return original(self, slots)
+
+    monkeypatch.setattr(table_type, "vectors", counting)
+    for share in (0.5, 0.05):
+        mask = rng.random(len(index.slot_ids)) < share
+        for _ in range(5):
+            q = rng.standard_normal(64).astype(np.float32)
+            for limit, margin in ((10, 0.0), (30, 2e-3)):
+                monkeypatch.setattr(index_module, "SKETCH_FIRST", 10**9)
+                plain_ids, plain_cos = index.nearest(q, mask, limit, margin)
+                monkeypatch.setattr(index_module, "SKETCH_FIRST", 8)
+                read.clear()
+                ids, cos = index.nearest(q, mask, limit, margin)
+                assert ids == plain_ids and np.array_equal(cos, plain_cos)
+                if np.count_nonzero(mask) > 8 * limit:  # the sketches went first and spared most rows
+                    assert read[0] < np.count_nonzero(mask) / 2, (read, np.count_nonzero(mask))

@@ -44,7 +44,8 @@ units are terms) or ``block`` (bytes: one row for two-dimensional arrays left on
   record per (term, chunk holding it); the weight is ``scoring.term_weight`` at ``avgdl``, so a
   query reads each of its terms' records with one ``pread`` and multiplies by the IDF.
 - ``slot.<name>``: one per-slot column (``kb.keyword.slots``: ``dl`` lengths, ``has_vector``,
-  ``vector`` float16 unit vectors, n_slots × dim). Adding a column needs no change here.
+  ``vector`` float16 unit vectors, n_slots × dim, ``sketch`` their int8 sketches, n_slots × dim,
+  ``sketch_step`` and ``sketch_error`` float32). Adding a column needs no change here.
 - ``meta.<j>.kind`` uint8, ``meta.<j>.num`` float64, ``meta.<j>.code`` int32 (one value per slot)
   and ``meta.<j>.strings`` (UTF-8 JSON list: the key's string table) for the j-th metadata key
   of the field ``meta_keys`` (``kb.keyword.metadata``: what the values mean).
@@ -86,7 +87,9 @@ import numpy as np
 from kb.keyword.disk_array import BlockFile, DiskArray
 from kb.keyword.errors import IndexUnusable
 
-FORMAT = 5  # 5: chunks' metadata (journal ``meta``, snapshot ``meta.<j>.*``); 4: own container with checksums
+# 6: int8 vector sketches (``slot.sketch*``); 5: chunks' metadata (journal ``meta``, snapshot
+# ``meta.<j>.*``); 4: own container with checksums
+FORMAT = 6
 MAGIC = b"KBKWSNAP"
 PREAMBLE = struct.Struct("<8sIII")  # magic, format, header length, header CRC
 ALIGN = 64

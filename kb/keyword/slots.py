@@ -9,6 +9,13 @@ slots are alive, and the columns:
   cosine of every keyword candidate, and most are not among the vector channel's results; asking
   Chroma for them costs about 2 ms a query, reading ~100 rows of 768 bytes here about 0.1 ms. Unit
   length and float16 keep cosines within about 1e-3 of Chroma's.
+- ``sketch``, ``sketch_step`` and ``sketch_error``: that float16 copy again in int8 (each row
+  scaled to its largest value: ``sketch × sketch_step``), and how far the two rows are apart
+  (Euclidean, rounded up). Brute force over thousands of rows (a selective metadata filter) reads
+  the sketches first: numpy turns int8 into float32 several times faster than float16, and the
+  error bounds each cosine, ``|q·vector − q·sketch×step| ≤ error`` for a unit query, so the rows
+  that can still reach the top are known exactly and only they are read in float16
+  (``approx_cosines``, ``kb.keyword.index.KeywordIndex.nearest``).
 
 A column's values for the snapshot's slots come from the snapshot file (read whole at open, or
 left on disk and read per row, like the vectors); later slots are appended in memory. The snapshot
@@ -28,6 +35,7 @@ from kb.keyword.disk_array import DiskArray
 
 VECTOR_DTYPE = np.float16
 GATHER_ROWS = 256  # rows read at once above which a memory map beats a pread per row (brute-force search)
+SKETCH_BLOCK = 2048  # sketch rows turned into float32 at once: the buffer stays in the CPU's cache
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,11 @@ COLUMNS = {
     "dl": ColumnSpec(np.dtype(np.float32)),
     "has_vector": ColumnSpec(np.dtype(np.bool_)),
     "vector": ColumnSpec(np.dtype(VECTOR_DTYPE), rows=True, on_disk=True),
+    "sketch": ColumnSpec(np.dtype(np.int8), rows=True, on_disk=True),
+    "sketch_step": ColumnSpec(np.dtype(np.float32)),
+    "sketch_error": ColumnSpec(np.dtype(np.float32)),
 }
+DERIVED = ("sketch", "sketch_step", "sketch_error")  # computed from ``vector``, never given
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -49,6 +61,18 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     return (v / np.where(norms > 0, norms, 1)).astype(VECTOR_DTYPE)
+
+
+def sketches(units: np.ndarray) -> dict[str, np.ndarray]:
+    """The int8 sketch of float16 unit rows, each row's step and its error bound (module doc)."""
+    v = np.asarray(units, np.float32)
+    peak = np.abs(v).max(axis=1) if v.size else np.zeros(len(v), np.float32)
+    step = np.where(peak > 0, peak / 127, 1).astype(np.float32)
+    sketch = np.clip(np.rint(v / step[:, None]), -127, 127).astype(np.int8)
+    gap = np.linalg.norm(v.astype(np.float64) - sketch.astype(np.float64) * step[:, None].astype(np.float64), axis=1)
+    gap32 = gap.astype(np.float32)
+    error = np.where(gap32 < gap, np.nextafter(gap32, np.float32(np.inf)), gap32)  # rounded up: a bound stays one
+    return {"sketch": sketch, "sketch_step": step, "sketch_error": error}
 
 
 class Column:
@@ -180,6 +204,11 @@ class SlotTable:
         """Append slots for ``ids`` (chunks with these ids already must be removed) with their
         column ``values`` (None: zeros). Returns the first new slot."""
         first = self.size
+        if any(values.get(name) is not None for name in DERIVED):
+            raise ValueError(f"{', '.join(DERIVED)} are computed from the vectors, not given")
+        vectors = values.get("vector")
+        if vectors is not None:
+            values = {**values, **sketches(vectors)}
         for name, column in self.columns.items():
             column.append(values.get(name), len(ids))
         self.ids.extend(ids)
@@ -195,12 +224,30 @@ class SlotTable:
 
     def vectors(self, slots: list[int]) -> tuple[list[int], np.ndarray]:
         """The slots among ``slots`` that hold a vector, and their unit vectors (float32)."""
-        picked = np.asarray(slots, np.int64)
-        picked = picked[self.columns["has_vector"].values()[picked]] if len(picked) else picked
+        picked = self.with_vectors(np.asarray(slots, np.int64))
         width = self.columns["vector"].width
         if not len(picked):
             return [], np.zeros((0, width), np.float32)
         return picked.tolist(), self.columns["vector"].take(picked).astype(np.float32)
+
+    def with_vectors(self, slots: np.ndarray) -> np.ndarray:
+        """The slots among ``slots`` (int64) that hold a vector."""
+        return slots[self.columns["has_vector"].values()[slots]] if len(slots) else slots
+
+    def approx_cosines(self, slots: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each slot's cosine with the unit ``query`` from its sketch, and the bound on how far
+        the float16 copy's cosine can be from it (``sketch_error`` plus float32 rounding)."""
+        sketch, out = self.columns["sketch"], np.empty(len(slots), np.float32)
+        q = np.asarray(query, np.float32)
+        buf = np.empty((min(len(slots), SKETCH_BLOCK), sketch.width), np.float32)
+        for a in range(0, len(slots), SKETCH_BLOCK):
+            part = slots[a : a + SKETCH_BLOCK]
+            rows = buf[: len(part)]
+            np.copyto(rows, sketch.take(part))
+            np.einsum("ij,j->i", rows, q, out=out[a : a + len(part)])  # not BLAS: see KeywordIndex.nearest
+        out *= self.columns["sketch_step"].values()[slots]
+        rounding = np.float32(1e-5) * np.sqrt(np.float32(max(1, sketch.width)))
+        return out, self.columns["sketch_error"].values()[slots] + rounding
 
     def compacted(self) -> tuple[list[str], dict[str, np.ndarray]]:
         """The live slots' ids and column values, renumbered densely in slot order."""
