@@ -20,6 +20,11 @@ Ours beside the reference, measured in the same run:
   chunks) / the same search unfiltered.
 
     .venv/bin/python -m bench speed [--sizes 10000 100000] [--queries 200]
+
+``--no-reference`` measures ours alone (no raw Chroma store, no bm25s, no keyword rebuild): about
+half the time of a full run at 1M, for the figures that need no reference (filtered searches
+against the same search unfiltered, hybrid p50/p95, cold open, peak RSS, disk); the table shows
+"—" where a reference would stand.
 """
 
 from __future__ import annotations
@@ -173,10 +178,10 @@ def _note(size: int, text: str) -> None:
     print(f"[speed {size:,}] {text}", file=sys.stderr, flush=True)
 
 
-def build_stores(size: int, texts: list[str], workdir: Path) -> dict:
-    """Both stores of ``size`` chunks, built and timed: the raw Chroma reference and our KB. The
-    figures are saved beside them (``build-<size>.json``) so that ``--reuse`` can measure the
-    query side again on the same stores."""
+def build_stores(size: int, texts: list[str], workdir: Path, reference: bool = True) -> dict:
+    """Both stores of ``size`` chunks, built and timed: the raw Chroma reference (unless not
+    ``reference``) and our KB. The figures are saved beside them (``build-<size>.json``) so that
+    ``--reuse`` can measure the query side again on the same stores."""
     import chromadb
 
     from kb.documents import SourceDocument
@@ -188,17 +193,17 @@ def build_stores(size: int, texts: list[str], workdir: Path) -> dict:
         {"doc_id": f"d{i}", "title": "", "source": "bench", "ingested_at": stamp, "position": 0, "bucket": bucket(i)}
         for i in range(size)
     ]
-    vectors = np.vstack([HashEmbedder.vector(t) for t in texts])
-
-    # Reference: raw Chroma add of the same vectors, texts and metadata.
-    col = chromadb.PersistentClient(str(workdir / f"chroma-{size}")).create_collection(
-        "bench", configuration={"hnsw": HNSW}, embedding_function=None
-    )
-    t0 = time.perf_counter()
-    raw_add(col, vectors, texts, metas, BATCH)
-    ref_add_s = time.perf_counter() - t0
-    _note(size, f"raw Chroma add {ref_add_s:.1f} s")
-    del vectors
+    ref_add_s = None
+    if reference:  # raw Chroma add of the same vectors, texts and metadata
+        vectors = np.vstack([HashEmbedder.vector(t) for t in texts])
+        col = chromadb.PersistentClient(str(workdir / f"chroma-{size}")).create_collection(
+            "bench", configuration={"hnsw": HNSW}, embedding_function=None
+        )
+        t0 = time.perf_counter()
+        raw_add(col, vectors, texts, metas, BATCH)
+        ref_add_s = round(time.perf_counter() - t0, 2)
+        _note(size, f"raw Chroma add {ref_add_s:.1f} s")
+        del vectors
 
     # Ours: the full ingest path.
     embedder = HashEmbedder()
@@ -216,7 +221,7 @@ def build_stores(size: int, texts: list[str], workdir: Path) -> dict:
     assert stored.keys() == metas[0].keys(), f"the reference must store what the ingest stores: {stored}"
     built = {
         "ingest_s": round(ingest_s, 2),
-        "ref_chroma_add_s": round(ref_add_s, 2),
+        "ref_chroma_add_s": ref_add_s,
         "stand_in_embedder_s": round(embedder.seconds, 2),
         "built_at": stamp,
         "built_by": git_commit(),
@@ -230,7 +235,7 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False) -> dict:
+def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False, reference: bool = True) -> dict:
     import bm25s
     import chromadb
 
@@ -242,55 +247,61 @@ def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False) 
         built = json.loads(saved.read_text())
         _note(size, f"reusing the stores built by {built['built_by']} at {built['built_at']}")
     else:
-        built = build_stores(size, texts, workdir)
+        built = build_stores(size, texts, workdir, reference)
     ref_dir, kb_dir = workdir / f"chroma-{size}", workdir / f"kb-{size}"
-    col = chromadb.PersistentClient(str(ref_dir)).get_collection("bench")
+    if reference and built["ref_chroma_add_s"] is None:
+        raise SystemExit(f"{saved} was built with --no-reference: measure it with --no-reference, or build again")
     t0 = time.perf_counter()
     kb = Library(kb_dir).get("bench", HashEmbedder())
     kb.search(queries[0], top_k=10)  # a new format's index is rebuilt here (reuse across formats)
     _note(size, f"opened our KB in {time.perf_counter() - t0:.1f} s")
     ingest_s, ref_add_s = built["ingest_s"], built["ref_chroma_add_s"]
-
-    # Keyword channel vs bm25s on the same token lists.
-    tokens = kb.tokenizer.tokenize_many(texts)
-    vocab: dict[str, int] = {}
-    ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
-    t0 = time.perf_counter()
-    ref_bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
-    ref_bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
-    bm25s_index_s = time.perf_counter() - t0
     q_tokens = [kb.tokenizer(q) for q in queries]
-    q_ids = [[vocab[t] for t in qt if t in vocab] or [0] for qt in q_tokens]
-
-    def bm25s_top(qi: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        scores = ref_bm25.get_scores(qi)
-        top = np.argpartition(-scores, 100)[:100]
-        return top[np.argsort(-scores[top])], scores
-
-    for qt, qi in zip(q_tokens[:10], q_ids[:10], strict=True):  # warm-up
-        kb.keyword.search(qt, 100)
-        bm25s_top(qi)
-    ours_kw = _timed(lambda qt: kb.keyword.search(qt, 100), q_tokens)
-    ref_kw = _timed(bm25s_top, q_ids)
-
-    # Hybrid: ours end to end vs the minimal Chroma + bm25s + RRF pipeline.
     q_vectors = {q: HashEmbedder.vector(q) for q in queries}
+    ref: dict = dict.fromkeys(REFERENCE_KEYS)
 
-    def reference_hybrid(i: int) -> None:
-        got = col.query(query_embeddings=[q_vectors[queries[i]]], n_results=100, include=["distances"])
-        top, _ = bm25s_top(q_ids[i])
-        fused: dict[str, float] = {}
-        for run in (got["ids"][0], [f"{j:032x}" for j in top]):
-            for rank, cid in enumerate(run, 1):
-                fused[cid] = fused.get(cid, 0.0) + 1 / (60 + rank)
-        col.get(ids=sorted(fused, key=fused.__getitem__, reverse=True)[:10], include=["documents", "metadatas"])
+    for qt in q_tokens[:10]:  # warm-up
+        kb.keyword.search(qt, 100)
+    for q in queries[:10]:
+        kb.search(q, top_k=10)
+    if reference:
+        col = chromadb.PersistentClient(str(ref_dir)).get_collection("bench")
+        # The keyword channel's reference: bm25s on the same token lists.
+        tokens = kb.tokenizer.tokenize_many(texts)
+        vocab: dict[str, int] = {}
+        ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
+        del tokens
+        t0 = time.perf_counter()
+        ref_bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        ref_bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
+        ref["ref_bm25s_index_s"] = round(time.perf_counter() - t0, 2)
+        q_ids = [[vocab[t] for t in qt if t in vocab] or [0] for qt in q_tokens]
 
-    for i in range(10):
-        reference_hybrid(i)
-        kb.search(queries[i], top_k=10)
-    ref_hybrid = _timed(reference_hybrid, range(len(queries)))
+        def bm25s_top(qi: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            scores = ref_bm25.get_scores(qi)
+            top = np.argpartition(-scores, 100)[:100]
+            return top[np.argsort(-scores[top])], scores
+
+        # The hybrid reference: the minimal Chroma + bm25s + RRF pipeline.
+        def reference_hybrid(i: int) -> None:
+            got = col.query(query_embeddings=[q_vectors[queries[i]]], n_results=100, include=["distances"])
+            top, _ = bm25s_top(q_ids[i])
+            fused: dict[str, float] = {}
+            for run in (got["ids"][0], [f"{j:032x}" for j in top]):
+                for rank, cid in enumerate(run, 1):
+                    fused[cid] = fused.get(cid, 0.0) + 1 / (60 + rank)
+            col.get(ids=sorted(fused, key=fused.__getitem__, reverse=True)[:10], include=["documents", "metadatas"])
+
+        for i in range(10):  # warm-up
+            bm25s_top(q_ids[i])
+            reference_hybrid(i)
+        ref_kw = _timed(bm25s_top, q_ids)
+        ref_hybrid = _timed(reference_hybrid, range(len(queries)))
+        ref["ref_bm25s_p50_ms"], ref["ref_bm25s_p95_ms"] = _ms(ref_kw)
+        ref["ref_chroma_bm25s_p50_ms"], ref["ref_chroma_bm25s_p95_ms"] = _ms(ref_hybrid)
+    ours_kw = _timed(lambda qt: kb.keyword.search(qt, 100), q_tokens)
     ours_hybrid = _timed(lambda q: kb.search(q, top_k=10), queries)
-    _note(size, f"hybrid p50/p95 {_ms(ours_hybrid)} ms, reference {_ms(ref_hybrid)} ms")
+    _note(size, f"hybrid p50/p95 {_ms(ours_hybrid)} ms, reference {ref['ref_chroma_bm25s_p50_ms']} ms p50")
 
     # Filtered search beside the same search unfiltered, interleaved query by query (the machine's
     # load moves all of them alike).
@@ -320,51 +331,66 @@ def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False) 
     kb.keyword.apply(upserts=[(f"x{i}", t) for i, t in enumerate(extra_tokens)])
     add_1k_s = time.perf_counter() - t0
     kb.keyword.apply(deletes=[f"x{i}" for i in range(1000)])
-    t0 = time.perf_counter()
-    kb.rebuild_keyword_index()
-    rebuild_s = time.perf_counter() - t0
+    if reference:
+        t0 = time.perf_counter()
+        kb.rebuild_keyword_index()
+        ref["keyword_rebuild_s"] = round(time.perf_counter() - t0, 2)
+        ref["add_1k_share_of_rebuild"] = round(add_1k_s / ref["keyword_rebuild_s"], 4)
 
     # Fresh processes: cold start and peak memory.
     sample = json.dumps(queries)
-    ref_probe = _subprocess_json(_CHROMA_PROBE, str(ref_dir), "bench", sample)
+    if reference:
+        ref_probe = _subprocess_json(_CHROMA_PROBE, str(ref_dir), "bench", sample)
+        ref["ref_cold_first_answer_s"] = round(ref_probe["first_answer_s"], 3)
+        ref["ref_import_s"] = round(ref_probe["import_s"], 3)
+        ref["ref_peak_rss_mb"] = round(ref_probe["peak_rss_mb"], 1)
+        ref["ref_disk_mb"] = round(_du(ref_dir) / 2**20, 1)
     our_probe = _subprocess_json(_KB_PROBE, str(kb_dir), "bench", sample)
-    (kw50, kw95), (rkw50, rkw95) = _ms(ours_kw), _ms(ref_kw)
-    (hy50, hy95), (rhy50, rhy95) = _ms(ours_hybrid), _ms(ref_hybrid)
+
+    def ratio(ours: float, key: str, digits: int = 3) -> float | None:
+        return None if ref[key] is None else round(ours / ref[key], digits)
+
+    (kw50, kw95), (hy50, hy95) = _ms(ours_kw), _ms(ours_hybrid)
     return {
         "chunks": size,
         "queries": len(queries),
         "ingest_s": ingest_s,
-        "ref_chroma_add_s": ref_add_s,
-        "ingest_ratio": round(ingest_s / ref_add_s, 3),
+        "ingest_ratio": None if ref_add_s is None else round(ingest_s / ref_add_s, 3),
         "stand_in_embedder_s": built["stand_in_embedder_s"],
         "built_by": built["built_by"],
         "measured_by": git_commit(),
         "keyword_p50_ms": kw50,
         "keyword_p95_ms": kw95,
-        "ref_bm25s_p50_ms": rkw50,
-        "ref_bm25s_p95_ms": rkw95,
-        "keyword_p50_ratio": round(percentile(ours_kw, 50) / percentile(ref_kw, 50), 3),
+        "keyword_p50_ratio": ratio(kw50, "ref_bm25s_p50_ms"),
         "hybrid_p50_ms": hy50,
         "hybrid_p95_ms": hy95,
-        "ref_chroma_bm25s_p50_ms": rhy50,
-        "ref_chroma_bm25s_p95_ms": rhy95,
-        "hybrid_p50_ratio": round(percentile(ours_hybrid, 50) / percentile(ref_hybrid, 50), 3),
+        "hybrid_p50_ratio": ratio(hy50, "ref_chroma_bm25s_p50_ms"),
         "keyword_add_1k_s": round(add_1k_s, 3),
-        "keyword_rebuild_s": round(rebuild_s, 2),
-        "ref_bm25s_index_s": round(bm25s_index_s, 2),
-        "add_1k_share_of_rebuild": round(add_1k_s / rebuild_s, 4),
         "cold_first_answer_s": round(our_probe["first_answer_s"], 3),
-        "ref_cold_first_answer_s": round(ref_probe["first_answer_s"], 3),
         "import_s": round(our_probe["import_s"], 3),
-        "ref_import_s": round(ref_probe["import_s"], 3),
         "peak_rss_mb": round(our_probe["peak_rss_mb"], 1),
-        "ref_peak_rss_mb": round(ref_probe["peak_rss_mb"], 1),
-        "rss_ratio": round(our_probe["peak_rss_mb"] / ref_probe["peak_rss_mb"], 3),
+        "rss_ratio": ratio(our_probe["peak_rss_mb"], "ref_peak_rss_mb"),
         **filtered,
         "disk_mb": round(_du(kb_dir) / 2**20, 1),
-        "ref_disk_mb": round(_du(ref_dir) / 2**20, 1),
+        **ref,
+        "ref_chroma_add_s": ref_add_s,
     }
 
+
+# The figures only a reference run measures (None with --no-reference).
+REFERENCE_KEYS = (
+    "ref_bm25s_index_s",
+    "ref_bm25s_p50_ms",
+    "ref_bm25s_p95_ms",
+    "ref_chroma_bm25s_p50_ms",
+    "ref_chroma_bm25s_p95_ms",
+    "keyword_rebuild_s",
+    "add_1k_share_of_rebuild",
+    "ref_cold_first_answer_s",
+    "ref_import_s",
+    "ref_peak_rss_mb",
+    "ref_disk_mb",
+)
 
 ROWS = [
     ("ingest, s (ratio to raw Chroma add; target ≤ 1.2)", "ingest_s", "ref_chroma_add_s", "ingest_ratio"),
@@ -408,9 +434,9 @@ def table(results: list[dict]) -> str:
     for label, ours, ref, ratio in ROWS:
         cells = []
         for r in results:
-            value = f"{r[ours]} / {r[ref]}"
+            value = f"{r[ours]} / {'—' if r[ref] is None else r[ref]}"
             if ratio:
-                value += f" / **{r[ratio]}**"
+                value += f" / **{r[ratio]}**" if r[ratio] is not None else " / —"
             else:
                 value += f" / {r[ours] / r[ref]:.2f}" if r[ref] else ""
             cells.append(value)
@@ -431,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --workdir: measure again on the stores an earlier run built there (its build figures kept)",
     )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="measure ours alone: no raw Chroma store, no bm25s, no keyword rebuild (about half the time)",
+    )
     args = parser.parse_args(argv)
     if args.reuse and not args.workdir:
         parser.error("--reuse needs --workdir: the folder where an earlier run built its stores")
@@ -440,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in args.sizes:
             t0 = time.perf_counter()
-            results.append(run_size(size, queries, workdir, args.reuse))
+            results.append(run_size(size, queries, workdir, args.reuse, not args.no_reference))
             print(f"[speed] {size:,} chunks measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     finally:
         if not args.workdir:

@@ -92,6 +92,21 @@ def test_speed_benchmark_measures_again_on_the_stores_it_built(tmp_path):
     assert b["hybrid_p50_ms"] > 0 and b["measured_by"] and b["disk_mb"] > 0
 
 
+@pytest.mark.slow
+def test_speed_benchmark_without_reference_measures_ours_alone(tmp_path, capsys):
+    out, work = tmp_path / "speed.json", tmp_path / "w"
+    args = ["--sizes", "300", "--queries", "10", "--workdir", str(work), "--no-reference"]
+    assert speed_bench.main([*args, "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    assert not (work / "chroma-300").exists()  # no reference store was built
+    assert all(row[key] is None for key in (*speed_bench.REFERENCE_KEYS, "ref_chroma_add_s", "ingest_ratio"))
+    assert row["hybrid_p95_ms"] > 0 and row["hybrid_5%_p50_ratio"] > 0 and row["peak_rss_mb"] > 0
+    assert "| ingest, s (ratio to raw Chroma add; target ≤ 1.2) | " in capsys.readouterr().out
+    # its stores cannot stand in for a run with references
+    with pytest.raises(SystemExit, match="built with --no-reference"):
+        speed_bench.main([*args[:-1], "--reuse", "--json", str(out)])
+
+
 def test_speed_benchmark_reuse_needs_a_workdir(capsys):
     with pytest.raises(SystemExit):
         speed_bench.main(["--reuse"])
