@@ -26,9 +26,10 @@ for both channels: the keyword channel zeroes the other chunks' scores before ta
 semantic channel asks the HNSW index for more neighbours than it needs (as many as the filter's
 selectivity says, times ``OVERSAMPLE``), keeps those in the mask and asks again for more when too
 few remain, or, when that would cost more (selective filters; ``HNSW_COST_ROWS``), compares the
-query with every matching chunk's float16 vector copy and rescores the best with Chroma's float32
-vectors. Either way a channel's filtered list is its unfiltered ranking restricted to the matching
-chunks, never cut short. A filter the index cannot evaluate exactly goes to Chroma as before.
+query with every matching chunk's vector copy (int8 sketches, then float16 where the sketches'
+bounds cannot decide) and rescores the best with Chroma's float32 vectors. Either way a
+channel's filtered list is its unfiltered ranking restricted to the matching chunks, never cut
+short. A filter the index cannot evaluate exactly goes to Chroma as before.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 OVERSAMPLE = 1.5  # filtered HNSW search: neighbours asked per expected match
 # Filtered semantic search: a HNSW query for k neighbours costs about what brute force over
-# HNSW_COST_ROWS[0] + HNSW_COST_ROWS[1] × k vector copies does (measured at 300k chunks, 384-d, on
-# the loaded 2-core machine: HNSW k = 400 16 ms, 1,600 53 ms, 3,200 94 ms; brute force 1,000 rows
-# 1.2 ms, 5,000 9 ms, 20,000 37 ms).
-HNSW_COST_ROWS = (3000, 15)
+# HNSW_COST_ROWS[0] + HNSW_COST_ROWS[1] × k vector copies does (measured at 100k chunks, 384-d, 2
+# cores, the other one busy: HNSW k = 400 7.5 ms, 1,600 22 ms, 3,200 36 ms; brute force with the
+# int8 sketches 1,000 rows 0.8 ms, 5,000 1.8 ms, 20,000 6.6 ms, 50,000 11.5 ms, 100,000 21 ms).
+HNSW_COST_ROWS = (17_000, 50)
 RESCORE_MARGIN = 2e-3  # float16 copies' cosines are within 1e-3 of float32: rescore this close to the cut
 Reranker = Callable[[str, list[str]], list[float]]
 EmbedderFor = Callable[[ChunkStore], Embedder | None]
