@@ -111,3 +111,33 @@ def test_editing_a_document_larger_than_chromas_batch_replaces_every_chunk(tmp_p
     assert kb_.count() == 6001 and kb_.keyword.count == 6001
     assert kb_.search("item X", mode="keyword", top_k=1)[0].content.endswith("item X.")
     assert all("item 5999." not in h.content for h in kb_.search("5999", mode="keyword", top_k=3))
+
+
+@pytest.mark.unit
+def test_reading_a_whole_kb_skips_rows_linearly(tmp_path, monkeypatch):
+    """A Chroma ``get`` skips its ``offset`` rows one by one: reading every field a page at a
+    time by offset made the keyword-index rebuild, export and the document list quadratic (a 1M
+    rebuild took 36 minutes). The fields are now read by id, only the id listing pages by offset;
+    the rows skipped are counted, and what is read is every chunk once, in storage order."""
+    import kb.chunks
+
+    monkeypatch.setattr(kb.chunks, "ID_PAGE", 100, raising=False)
+    kb_ = Library(tmp_path).create("k", None)
+    kb_.ingest(_docs(1000))
+    skipped, field_calls = [], []
+    original = kb_.collection.get
+
+    def spy(*args, **kwargs):
+        skipped.append(kwargs.get("offset") or 0)
+        if kwargs.get("include"):
+            field_calls.append(kwargs.get("offset") or 0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kb_.collection, "get", spy)
+    seen = [cid for ids, docs, metas in kb_.iter_chunks(["documents", "metadatas"], page=10) for cid in ids]
+    assert seen == original(include=[])["ids"]  # all of them, once, in storage order
+    assert set(field_calls) == {0}  # the fields are read by id, never past an offset
+    # by offset, page 10: 49,500 rows skipped; listing the ids 100 at a time: 5,500
+    assert sum(skipped) <= 1000**2 / (2 * 100) + 1000, sum(skipped)
+    assert kb_.rebuild_keyword_index() == 1000
+    assert kb_.search("topic 3", mode="keyword", top_k=3)
