@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ class Library:
         self.embedder_factory = embedder_factory
         self.tokenizer = KeywordTokenizer()
         self._open: dict[str, KnowledgeBase] = {}
+        # One KnowledgeBase per collection however many threads open it at once (the knowledge
+        # page's server, an endpoint retried while a large KB is still loading): a lock per name.
+        self._opening: dict[str, threading.Lock] = {}
+        self._opening_guard = threading.Lock()
 
     @property
     def data_dir(self) -> Path:
@@ -112,11 +117,14 @@ class Library:
         callers with a deadline, such as an HTTP endpoint."""
         with storage_errors():
             col = self._find(name)
-            kb = self._open.get(col.name)
-            if kb is None or kb.collection.id != col.id:
-                kb = self._open[col.name] = KnowledgeBase(
-                    self.store, col, self.tokenizer, self.embedder_factory, background_repair=background_repair
-                )
+            with self._opening_guard:
+                opening = self._opening.setdefault(col.name, threading.Lock())
+            with opening:
+                kb = self._open.get(col.name)
+                if kb is None or kb.collection.id != col.id:
+                    kb = self._open[col.name] = KnowledgeBase(
+                        self.store, col, self.tokenizer, self.embedder_factory, background_repair=background_repair
+                    )
             if embedder is not _AUTO:
                 kb.use_embedder(embedder)
             return kb

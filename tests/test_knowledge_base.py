@@ -427,3 +427,53 @@ def test_hybrid_cosines_come_from_the_copy_or_else_from_chroma(library, e5, monk
     after = {h.id: h.semantic_score for h in kb.search("年假 fusion", top_k=4, candidates=2)}
     assert after.keys() == before.keys()
     assert all(abs(after[cid] - before[cid]) < 2e-3 for cid in before)
+
+
+def test_threads_opening_one_kb_at_once_share_one_instance_and_other_kbs_open_meanwhile(tmp_path, monkeypatch):
+    """The knowledge page's server and an endpoint that Dify retries while a large KB is still loading
+    open a KB from several threads at once: one KnowledgeBase is built (not one per caller, each with
+    its own copy of the keyword index), and another KB's opening does not wait for it."""
+    import threading
+
+    import kb.library as library_module
+
+    setup = Library(tmp_path)
+    setup.create("big", None)
+    setup.create("small", None)
+    small_opened = threading.Event()
+    built: list[str] = []
+
+    class SlowToOpen(library_module.KnowledgeBase):
+        def __init__(self, store, col, *args, **kwargs):
+            built.append(col.name)
+            if len(built) == 1:  # the first open (big) lasts until small has opened beside it
+                assert small_opened.wait(30), "opening another KB waited for this one"
+            super().__init__(store, col, *args, **kwargs)
+            if len(built) > 1:
+                small_opened.set()
+
+    monkeypatch.setattr(library_module, "KnowledgeBase", SlowToOpen)
+    lib = Library(tmp_path)
+    got: list = []
+    errors: list[BaseException] = []
+
+    def open_kb(name: str) -> None:
+        try:
+            got.append((name, lib.get(name)))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=open_kb, args=("big",))
+    first.start()
+    while not built:
+        time.sleep(0.01)
+    others = [threading.Thread(target=open_kb, args=("big",)) for _ in range(3)]
+    others.append(threading.Thread(target=open_kb, args=("small",)))
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(60)
+    assert not errors, errors
+    assert len(built) == 2, built  # one per KB, not one per caller
+    bigs = {id(kb) for name, kb in got if name == "big"}
+    assert len(got) == 5 and len(bigs) == 1
