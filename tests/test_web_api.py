@@ -204,6 +204,25 @@ def test_an_interrupted_job_resumes_when_the_app_starts_again(tmp_path, monkeypa
     assert call(second, "DELETE", "/ui/api/jobs", {"kb": "kb"})[1] == {"dismissed": 1}
 
 
+def test_a_status_copy_left_by_a_killed_write_is_removed_at_the_next_start(tmp_path):
+    """A process killed between writing a job's status copy and renaming it leaves the copy: the next
+    start removes it once it is old, and leaves a fresh one (another live process may be writing it)."""
+    import os
+    import time
+
+    data_dir = tmp_path / "data"
+    first = WebApp(Library(data_dir))
+    jobs = data_dir / "web" / "jobs"
+    stale, fresh = jobs / ".0a.json.1234abcd.tmp", jobs / ".0b.json.5678abcd.tmp"
+    for path in (stale, fresh):
+        path.write_text("{}")
+    old = time.time() - 2 * 24 * 3600  # two days
+    os.utime(stale, (old, old))
+    assert first.jobs.list() == []
+    WebApp(Library(data_dir))  # the next start for this directory
+    assert not stale.exists() and fresh.exists()
+
+
 def test_unknown_routes_and_faults_answer_json(app, monkeypatch):
     assert call(app, "GET", "/ui/api/nothing")[0] == 404
     assert call(app, "PUT", "/ui/api/kbs")[0] == 405

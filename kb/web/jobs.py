@@ -43,6 +43,7 @@ ACTIVE = ("queued", "parsing", "embedding")
 KEEP_JOBS = 200  # finished jobs kept for the page (the oldest are removed beyond this)
 UPLOAD_TTL = 24 * 3600  # unfinished uploads older than this are removed
 SAVE_EVERY = 0.5  # seconds between status writes while a job embeds
+STALE_TMP = 3600  # a status file's temporary copy this old was left by a killed process
 
 
 @dataclass
@@ -245,6 +246,14 @@ class JobRunner:
         return gone
 
     def _resume(self) -> None:
+        # A process killed between writing a status file's copy and renaming it leaves the copy;
+        # a fresh one may be another live process's write, so only old ones go.
+        for tmp in self.jobs.glob(".*.tmp"):
+            try:
+                if self.clock() - tmp.stat().st_mtime > STALE_TMP:
+                    tmp.unlink()
+            except OSError:
+                continue
         interrupted = [j for j in self._all() if j.status in ACTIVE]
         for job in interrupted:
             if job.status != "queued":
