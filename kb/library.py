@@ -19,7 +19,7 @@ from kb import names
 from kb.chunking import ChunkingOptions
 from kb.chunks import _AUTO, KEYWORD_ONLY, KEYWORD_ONLY_DIMENSION, EmbedderFactory
 from kb.embedders import DEFAULT_EMBEDDER, Embedder, make_embedder, recorded_embedder
-from kb.errors import InvalidInput, NotFound
+from kb.errors import InvalidInput, NotFound, StoreBusy
 from kb.fusion import DEFAULT_FUSION
 from kb.knowledge_base import KnowledgeBase
 from kb.records import utc_timestamp
@@ -119,12 +119,20 @@ class Library:
             col = self._find(name)
             with self._opening_guard:
                 opening = self._opening.setdefault(col.name, threading.Lock())
-            with opening:
+            wait = self.store.lock.timeout  # as long as a writer waits for the write lock
+            if not opening.acquire(timeout=wait if wait >= 0 else -1):
+                raise StoreBusy(
+                    f"Knowledge base {name!r} is still being opened by another call (a large one loads, or its "
+                    "keyword index is rebuilt); try again in a moment."
+                )
+            try:
                 kb = self._open.get(col.name)
                 if kb is None or kb.collection.id != col.id:
                     kb = self._open[col.name] = KnowledgeBase(
                         self.store, col, self.tokenizer, self.embedder_factory, background_repair=background_repair
                     )
+            finally:
+                opening.release()
             if embedder is not _AUTO:
                 kb.use_embedder(embedder)
             return kb

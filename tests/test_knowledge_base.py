@@ -477,3 +477,33 @@ def test_threads_opening_one_kb_at_once_share_one_instance_and_other_kbs_open_me
     assert len(built) == 2, built  # one per KB, not one per caller
     bigs = {id(kb) for name, kb in got if name == "big"}
     assert len(got) == 5 and len(bigs) == 1
+
+
+def test_a_caller_waiting_for_a_kb_another_call_is_opening_gives_up_with_store_busy(tmp_path, monkeypatch):
+    """An open that lasts (a 1M-chunk KB loads for seconds; a keyword index rebuilt before returning
+    for minutes) holds other callers of the same KB no longer than the write lock would: they get
+    StoreBusy, and the KB opens normally once the first call is done."""
+    import threading
+
+    import kb.library as library_module
+
+    Library(tmp_path).create("big", None)
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowToOpen(library_module.KnowledgeBase):
+        def __init__(self, *args, **kwargs):
+            entered.set()
+            assert release.wait(30)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(library_module, "KnowledgeBase", SlowToOpen)
+    lib = Library(tmp_path, lock_timeout=0.2)
+    first = threading.Thread(target=lib.get, args=("big",))
+    first.start()
+    assert entered.wait(30)
+    with pytest.raises(StoreBusy, match="still being opened"):
+        lib.get("big")
+    release.set()
+    first.join(30)
+    assert lib.get("big").name == "big"
