@@ -287,12 +287,14 @@ class KeywordIndex:
 
     def build(self, items: Iterable[tuple], batch: int = 5000):
         """Replace the whole index with ``items``: (chunk id, tokens), (chunk id, tokens, vector) or
-        (chunk id, tokens, vector or None, metadata). Used by rebuilds: memory only until the final
-        compaction snapshots it, so no journal rows."""
-        with self._lock:
+        (chunk id, tokens, vector or None, metadata). Used by rebuilds: no journal rows; compacted as
+        a bulk ingest is (at most ``BULK_MAX_CHANGES`` chunks in memory, the rest in the snapshot), so
+        a 1M-chunk rebuild does not hold the whole index in memory. Interrupted, it leaves fewer
+        chunks than the store holds: the next open rebuilds again."""
+        with self._lock, self.bulk():
             self.reset()
-            state = self._state
             for part in itertools.batched(items, batch):
+                state = self._state  # a new one after each compaction
                 _check_ids([item[0] for item in part])
                 with_vectors = all(len(item) > 2 and item[2] is not None for item in part)
                 rows = [cast(tuple[str, list[str], np.ndarray], item)[2] for item in part] if with_vectors else []
@@ -300,6 +302,8 @@ class KeywordIndex:
                 metas = [item[3] if len(item) > 3 else None for item in part]
                 tokens = [item[1] for item in part]
                 state.change([item[0] for item in part], tokens, vectors, merge=False, metadatas=metas)
+                if self._needs_compaction(state):
+                    self.compact()
             self.compact()
 
     # ------------------------------------------------------------------ queries
