@@ -236,9 +236,6 @@ def git_commit() -> str:
 
 
 def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False, reference: bool = True) -> dict:
-    import bm25s
-    import chromadb
-
     from kb.library import Library
 
     texts = passages(size)
@@ -265,6 +262,9 @@ def run_size(size: int, queries: list[str], workdir: Path, reuse: bool = False, 
     for q in queries[:10]:
         kb.search(q, top_k=10)
     if reference:
+        import bm25s  # the references' libraries: not needed to measure ours alone
+        import chromadb
+
         col = chromadb.PersistentClient(str(ref_dir)).get_collection("bench")
         # The keyword channel's reference: bm25s on the same token lists.
         tokens = kb.tokenizer.tokenize_many(texts)
