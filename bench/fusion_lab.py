@@ -4,7 +4,9 @@ For every query of a BEIR folder that has judgements (test and, where present, t
 default hybrid search through ``kb.search`` and records the ``Evidence`` it fused (every
 candidate's cosine, keyword share and coverage, both channels' lists), the documents it returned,
 and the two document-level channel lists the peers fuse (``bench.quality.Dataset.channels``).
-Query vectors go to the same cache as ``bench quality``.
+Query vectors go to the same cache as ``bench quality``. For the alternatives
+``bench/fusion_alternatives.py`` replays, it also keeps each candidate's indexed text and its
+cosine with the default's ``FEEDBACK`` best candidates.
 
     .venv/bin/python -m bench.fusion_lab DATASET_DIR EMBEDDER OUT.pkl [--data-dir D] [--test-queries N]
 
@@ -25,7 +27,9 @@ import kb.retrieval
 from bench.common import ROOT
 from bench.quality import DEPTH, TUNED_ON_A_FIFTH, CachedQueries, _by_doc, tuning_split
 from kb.eval import load_beir, prepare
-from kb.tokenize import word_terms
+from kb.tokenize import index_text, word_terms
+
+FEEDBACK = 20  # the gram's columns: the default fusion's best candidates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,24 +54,30 @@ def main(argv: list[str] | None = None) -> int:
     cache = ROOT / "bench" / "results" / "cache" / f"{kbase.collection.name}-queries.npz"
     embedder = CachedQueries(kbase.embedder, cache)
     doc_of: dict[str, str] = {}
+    text_of: dict[str, str] = {}  # what the keyword channel indexed (proximity experiments)
     offset = 0
     while True:
-        got = kbase.collection.get(include=["metadatas"], limit=5000, offset=offset)
+        got = kbase.collection.get(include=["metadatas", "documents"], limit=5000, offset=offset)
         if not got["ids"]:
             break
-        doc_of.update((cid, m["doc_id"]) for cid, m in zip(got["ids"], got["metadatas"], strict=True))
+        for cid, meta, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
+            doc_of[cid] = meta["doc_id"]
+            text_of[cid] = index_text(str(meta.get("title", "")), doc)
         offset += len(got["ids"])
 
     captured: list = []
     real_fuse = kb.retrieval.fuse
 
     def spy(fusion, evidence, vector_weight=None):
-        captured.append(evidence)
-        return real_fuse(fusion, evidence, vector_weight)
+        fused = real_fuse(fusion, evidence, vector_weight)
+        captured.append((evidence, fused))
+        return fused
 
     kb.retrieval.fuse = spy
     rows = []
-    qids = sorted(q for q in qrels if q in queries)
+    # A blank query (cmrc2018 has two) is refused by the search; bench quality counts it as 0 for
+    # every method, so leaving it out here shifts every rule's mean alike.
+    qids = sorted(q for q in qrels if q in queries and queries[q].strip())
     if args.test_queries is not None:
         test = [q for q in qids if split_of[q] == "test"][: args.test_queries]
         qids = sorted(set(test) | {q for q in qids if split_of[q] != "test"})
@@ -76,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         text = queries[qid]
         captured.clear()
         hits = kbase.search(text, top_k=DEPTH, candidates=DEPTH, embedder=embedder, mode="hybrid")
-        ev = captured[0]
+        ev, fused = captured[0]
         keys = list(ev.cosine)
+        # Every candidate's cosine with the FEEDBACK best fused candidates (feedback experiments).
+        top = sorted(range(len(keys)), key=lambda i: -fused[keys[i]])[:FEEDBACK]
+        found, units = kbase.keyword.vectors_of([k[1] for k in keys])
+        assert found == [k[1] for k in keys], "every candidate has a vector copy"
+        units = np.asarray(units, np.float32)
         index = {k: i for i, k in enumerate(keys)}
         vector = embedder.embed_query(text)
         got = kbase.collection.query(query_embeddings=[vector], n_results=DEPTH * 2, include=["distances"])
@@ -94,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                 "qrels": qrels[qid],
                 "cids": [k[1] for k in keys],
                 "docs": [doc_of[k[1]] for k in keys],
+                "texts": [text_of[k[1]] for k in keys],
                 "cos": np.array([ev.cosine[k] for k in keys], np.float64),
                 "share": np.array([ev.keyword_share[k] for k in keys], np.float64),
                 "cov": np.array([(ev.coverage or {})[k] for k in keys], np.float64),
                 "sem": np.array([index[k] for k, _ in ev.semantic], np.int32),
                 "kw": np.array([index[k] for k, _ in ev.keyword], np.int32),
                 "best_share": ev.best_keyword_share,
+                "top": np.array(top, np.int32),
+                "gram": (units @ units[top].T).astype(np.float16),
                 "default_docs": list(dict.fromkeys(h.doc_id for h in hits))[:DEPTH],
                 "peer_semantic": _by_doc(semantic, doc_of),
                 "peer_keyword": _by_doc(list(zip(khits.ids, khits.scores, strict=True)), doc_of),

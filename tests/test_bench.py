@@ -129,3 +129,27 @@ def test_dify_keyword_score_is_idf_weighted_keyword_overlap():
     scores = scorer.scores("报销需要发票吗", ["差旅费用报销需要发票原件", "报销流程说明", "年假十天"])
     assert scores[0] > scores[1] > scores[2] == 0.0
     assert scorer.scores("annual leave policy", ["The annual leave policy", "travel"]) == [1.0, 0.0]
+
+
+def test_fusion_lab_dump_replays_the_default_and_every_alternative(beir, tmp_path, capsys):
+    from bench import fusion_alternatives, fusion_lab
+    from bench.fusion_replay import docs_of, load
+
+    dump = tmp_path / "lab.pkl"
+    args = [str(beir), "e5", str(dump), "--data-dir", str(tmp_path / "data")]
+    assert fusion_lab.main(args) == 0
+    rows = load(str(dump))["rows"]
+    assert len(rows) == len(QUERIES) - 1  # the blank query is left out
+    for row in rows:
+        # The replayed default ranks the candidates exactly as kb.search did.
+        replayed = docs_of(row, fusion_alternatives.default(row))
+        assert replayed[: len(row["default_docs"])] == row["default_docs"]
+        # The feedback columns are the default's best candidates, each at cosine 1 with itself.
+        assert [row["docs"][i] for i in row["top"][:3]] == replayed[:3]
+        assert all(abs(float(row["gram"][i, j]) - 1.0) < 2e-3 for j, i in enumerate(row["top"]))
+    # Two query words next to each other (in either order) count; three terms apart they do not.
+    texts = ["paid annual leave", "annual holiday schedule paid", "nothing here"]
+    row = rows[0] | {"text": "paid annual", "texts": texts}
+    assert fusion_alternatives._proximity(row, window=1).tolist() == [0.5, 0.0, 0.0]
+    out = fusion_alternatives.report(str(dump), tuning=False)
+    assert all(f"| {name} |" in out for name, _ in fusion_alternatives.ALTERNATIVES)
