@@ -193,10 +193,12 @@ class Dataset:
 
     def score(self, ranked: dict[str, list[str]]) -> dict:
         n = len(self.qids)
+        per_query = [ndcg_at(ranked[q], self.qrels[q], 10) for q in self.qids]
         return {
-            "ndcg@10": round(sum(ndcg_at(ranked[q], self.qrels[q], 10) for q in self.qids) / n, 4),
+            "ndcg@10": round(sum(per_query) / n, 4),
             "recall@100": round(sum(recall_at(ranked[q], self.qrels[q], 100) for q in self.qids) / n, 4),
             "mrr@10": round(sum(mrr_at(ranked[q], self.qrels[q], 10) for q in self.qids) / n, 4),
+            "ndcg@10 per query": [round(v, 4) for v in per_query],  # in self.qids order
         }
 
 
@@ -249,6 +251,24 @@ def _is_peer(method: str) -> bool:
     return method.startswith("peer:")
 
 
+def margin_interval(ours: list[float], other: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % paired-bootstrap interval of mean(ours − other) over the same queries: how far the
+    set's queries can resolve a margin."""
+    diff = np.asarray(ours, np.float64) - np.asarray(other, np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(diff), (resamples, len(diff)))
+    means = diff[picks].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _margin(ours: dict, other: dict) -> str:
+    text = f"{ours['ndcg@10'] - other['ndcg@10']:+.3f}"
+    a, b = ours.get("ndcg@10 per query"), other.get("ndcg@10 per query")
+    if not a or not b:
+        return text
+    lo, hi = margin_interval(a, b)
+    return f"{text} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def table(ds: Dataset, rows: list[dict]) -> str:
     title = (
         f"**{ds.folder.name}** ({ds.embedder_name}, {len(ds.qids)} queries: {ds.split_note}; "
@@ -268,7 +288,8 @@ def summary(results: list[dict], targets: list[tuple[str, str]]) -> str:
     for res in results:
         rows = res["rows"]
         ch, peer = _best(rows, CHANNEL_ROWS.__contains__), _best(rows, _is_peer)
-        ours = next(r for r in rows if r["method"] == DEFAULT_ROW)["ndcg@10"]
+        default = next(r for r in rows if r["method"] == DEFAULT_ROW)
+        ours = default["ndcg@10"]
         mark = "" if (res["dataset"], res["embedder"]) in targets else " *"
         lines.append(
             [
@@ -276,12 +297,13 @@ def summary(results: list[dict], targets: list[tuple[str, str]]) -> str:
                 f"{ch['method'].removeprefix('ours: ')} {ch['ndcg@10']:.3f}",
                 f"{peer['method'].removeprefix('peer: ')} {peer['ndcg@10']:.3f}",
                 f"**{ours:.3f}**",
-                f"{ours - ch['ndcg@10']:+.3f}",
-                f"{ours - peer['ndcg@10']:+.3f}",
+                _margin(default, ch),
+                _margin(default, peer),
             ]
         )
-    header = ["set", "best single channel", "best peer fusion", "ours, default", "− channel", "− peer"]
+    header = ["set", "best single channel", "best peer fusion", "ours, default", "− channel [95 %]", "− peer [95 %]"]
     out = report_table(header, lines)
+    out += "\n\n[95 %]: paired bootstrap over the set's queries (2,000 resamples)."
     judged = [r for r in results if (r["dataset"], r["embedder"]) in targets]
     if len(judged) > 1:
 

@@ -65,6 +65,16 @@ def test_quality_benchmark_reports_ours_peers_and_reference(beir, tmp_path, caps
         answerable, abs=1e-4
     )
     assert all(r["recall@100"] <= answerable + 1e-4 for r in methods.values())
+    # The summary gives each margin with its paired-bootstrap interval over the set's queries.
+    assert all(len(r["ndcg@10 per query"]) == len(QUERIES) for r in methods.values())
+    summary_row = next(line for line in table.splitlines() if line.startswith("| tiny (e5)"))
+    assert summary_row.count("[") == 2 and "[95 %]" in table
+
+
+def test_margin_interval_is_a_paired_bootstrap():
+    assert quality_bench.margin_interval([0.5, 0.7, 0.9], [0.4, 0.6, 0.8]) == pytest.approx((0.1, 0.1))
+    lo, hi = quality_bench.margin_interval([1.0, 0.0] * 50, [0.0, 1.0] * 50)  # as often better as worse
+    assert lo < 0 < hi and hi - lo < 0.5
 
 
 @pytest.mark.slow
