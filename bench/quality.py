@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -345,7 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, help="only the first N queries of each set (smoke runs)")
     parser.add_argument("--data-dir", help="where the eval KBs live (default: the usual data directory)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "quality.json"))
+    parser.add_argument(
+        "--summarize", nargs="+", metavar="JSON", help="only print the summary of earlier runs' JSON files, as one run"
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        results = [res for path in args.summarize for res in json.loads(Path(path).read_text())["results"]]
+        pairs = [(r["dataset"], r["embedder"]) for r in results]
+        print(summary(results, [p for p in pairs if p in DEFAULTS] or pairs))
+        return 0
     if args.dataset:
         embedders = args.embedder or []
         sets = [(Path(d), embedders[i] if i < len(embedders) else "e5") for i, d in enumerate(args.dataset)]

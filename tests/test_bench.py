@@ -69,6 +69,10 @@ def test_quality_benchmark_reports_ours_peers_and_reference(beir, tmp_path, caps
     assert all(len(r["ndcg@10 per query"]) == len(QUERIES) for r in methods.values())
     summary_row = next(line for line in table.splitlines() if line.startswith("| tiny (e5)"))
     assert summary_row.count("[") == 2 and "[95 %]" in table
+    # Runs made side by side are summarized as one from their JSON files.
+    assert quality_bench.main(["--summarize", str(out), str(out)]) == 0
+    again = capsys.readouterr().out
+    assert again.count("| tiny (e5)") == 2 and "Mean over the 2 target sets" in again
 
 
 def test_margin_interval_is_a_paired_bootstrap():
