@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.fusion_replay import PEERS, docs_of, load, z
-from kb.fusion import ADAPTIVE_MAX, COVERAGE_WEIGHT, default_vector_weight, keyword_gap
+from bench.fusion_replay import PEERS, docs_of, evidence, keyword_side, load, z, zscore_scores
+from kb.fusion import ADAPTIVE_MAX, COVERAGE_WEIGHT, default_weight_for
 from kb.metrics import ndcg_at
-from kb.tokenize import _TOKEN_RUNS, KeywordTokenizer
+from kb.tokenize import _CJK_TERM, _TOKEN_RUNS, KeywordTokenizer
 
 TUNING = ("train", "test/tuning-fifth")
 Scores = Callable[[dict], np.ndarray]  # a row -> one fused score per candidate
@@ -37,18 +37,14 @@ _tokenizer = KeywordTokenizer()
 
 
 def weight(row: dict) -> float:
-    """The default's vector weight for this query (as ``kb.fusion.fuse`` computes it)."""
-    page = sorted(row["share"][row["kw"]].tolist(), reverse=True)
-    return default_vector_weight(row["best_share"], keyword_gap(page))
-
-
-def keyword_side(row: dict) -> np.ndarray:
-    return z(row["share"]) + COVERAGE_WEIGHT * z(row["cov"])
+    """The default's vector weight for this query, as ``kb.fusion.fuse`` computes it."""
+    if "weight" not in row:
+        row["weight"] = default_weight_for(evidence(row))
+    return row["weight"]
 
 
 def default(row: dict) -> np.ndarray:
-    w = weight(row)
-    return w * z(row["cos"]) + (1 - w) * keyword_side(row)
+    return zscore_scores(row, weight(row))
 
 
 def _mix(row: dict, semantic: np.ndarray, keyword: np.ndarray, shift: float = 0.0) -> np.ndarray:
@@ -208,7 +204,7 @@ def bm25_grid(folder: Path) -> str:
     ids = [str(c["_id"]) for c in corpus]
     texts = [index_text(str(c.get("title") or ""), c["text"]) for c in corpus]
     qids = [q for q in qrels if q in queries]
-    cjk = any(_TOKEN_RUNS.match(t) and _TOKEN_RUNS.match(t).group(1) for t in texts[:50])
+    cjk = any(_CJK_TERM.search(t) for t in texts[:50])
     lines = [f"**{folder.name}**, {split if split == 'train' else 'tuning fifth'}, {len(qids)} queries\n"]
     lines.append("| tokens | k1 | b | nDCG@10 |\n|---|---|---|---|")
     for name, tokenize in (("ours", _tokenizer), ("ours + CJK unigrams", _with_unigrams))[: 2 if cjk else 1]:

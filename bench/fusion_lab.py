@@ -25,9 +25,9 @@ import numpy as np
 
 import kb.retrieval
 from bench.common import ROOT
-from bench.quality import DEPTH, TUNED_ON_A_FIFTH, CachedQueries, _by_doc, tuning_split
+from bench.quality import DEPTH, TUNED_ON_A_FIFTH, CachedQueries, _by_doc, read_chunks, tuning_split
 from kb.eval import load_beir, prepare
-from kb.tokenize import index_text, word_terms
+from kb.tokenize import word_terms
 
 FEEDBACK = 20  # the gram's columns: the default fusion's best candidates
 
@@ -53,17 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             split_of[q] = "test/tuning-fifth"
     cache = ROOT / "bench" / "results" / "cache" / f"{kbase.collection.name}-queries.npz"
     embedder = CachedQueries(kbase.embedder, cache)
-    doc_of: dict[str, str] = {}
-    text_of: dict[str, str] = {}  # what the keyword channel indexed (proximity experiments)
-    offset = 0
-    while True:
-        got = kbase.collection.get(include=["metadatas", "documents"], limit=5000, offset=offset)
-        if not got["ids"]:
-            break
-        for cid, meta, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
-            doc_of[cid] = meta["doc_id"]
-            text_of[cid] = index_text(str(meta.get("title", "")), doc)
-        offset += len(got["ids"])
+    doc_of, text_of, _ = read_chunks(kbase)  # text: what the keyword channel indexed (proximity)
 
     captured: list = []
     real_fuse = kb.retrieval.fuse

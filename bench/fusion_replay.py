@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bench import peers
-from kb.fusion import Evidence, fuse
+from kb.fusion import COVERAGE_WEIGHT, Evidence, fuse
 from kb.metrics import ndcg_at
 
 
@@ -31,9 +31,17 @@ def docs_of(row: dict, fused: np.ndarray, depth: int = 100) -> list[str]:
     return list(dict.fromkeys(docs[i] for i in order))[:depth]
 
 
-def zscore_rank(row: dict, w: float, coverage_weight: float = 0.4) -> list[str]:
-    kw = z(row["share"]) + coverage_weight * z(row["cov"])
-    return docs_of(row, w * z(row["cos"]) + (1 - w) * kw)
+def keyword_side(row: dict, coverage_weight: float = COVERAGE_WEIGHT) -> np.ndarray:
+    """The z-score fusion's keyword evidence per candidate: z(BM25 share) + weight × z(coverage)."""
+    return z(row["share"]) + coverage_weight * z(row["cov"])
+
+
+def zscore_scores(row: dict, w: float, coverage_weight: float = COVERAGE_WEIGHT) -> np.ndarray:
+    return w * z(row["cos"]) + (1 - w) * keyword_side(row, coverage_weight)
+
+
+def zscore_rank(row: dict, w: float, coverage_weight: float = COVERAGE_WEIGHT) -> list[str]:
+    return docs_of(row, zscore_scores(row, w, coverage_weight))
 
 
 def score(rows: list[dict], rank: Callable[[dict], list[str]]) -> float:

@@ -95,6 +95,22 @@ def _by_doc(pairs: list[tuple[str, float]], doc_of: dict[str, str]) -> list[tupl
     return list(best.items())[:DEPTH]
 
 
+def read_chunks(kbase, with_vectors: bool = False) -> tuple[dict[str, str], dict[str, str], dict[str, list]]:
+    """Every chunk's document id and indexed text (title, then content), and with ``with_vectors``
+    each document's chunk vectors, read a page at a time (ids first: ``ChunkStore.pages``)."""
+    include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+    doc_of: dict[str, str] = {}
+    text_of: dict[str, str] = {}
+    doc_vectors: dict[str, list[np.ndarray]] = {}
+    for got in kbase.pages(include):
+        for i, (cid, doc, meta) in enumerate(zip(got["ids"], got["documents"], got["metadatas"], strict=True)):
+            doc_of[cid] = meta["doc_id"]
+            text_of[cid] = index_text(str(meta.get("title", "")), doc or "")
+            if with_vectors:
+                doc_vectors.setdefault(meta["doc_id"], []).append(np.asarray(got["embeddings"][i], np.float32))
+    return doc_of, text_of, doc_vectors
+
+
 class Dataset:
     """One BEIR folder's eval KB, its queries and what every method ranks for them."""
 
@@ -121,20 +137,7 @@ class Dataset:
             self.split_note += f", {len(self.blank)} blank (no results from any method)"
         cache = ROOT / "bench" / "results" / "cache" / f"{self.kb.collection.name}-queries.npz"
         self.embedder = CachedQueries(self.kb.embedder, cache)
-        self.doc_of: dict[str, str] = {}
-        self.text_of_chunk: dict[str, str] = {}
-        doc_vectors: dict[str, list[np.ndarray]] = {}
-        offset = 0
-        while True:
-            got = self.kb.collection.get(include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset)
-            if not got["ids"]:
-                break
-            rows = zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
-            for cid, doc, meta, vec in rows:
-                self.doc_of[cid] = meta["doc_id"]
-                self.text_of_chunk[cid] = index_text(str(meta.get("title", "")), doc or "")
-                doc_vectors.setdefault(meta["doc_id"], []).append(np.asarray(vec, np.float32))
-            offset += len(got["ids"])
+        self.doc_of, self.text_of_chunk, doc_vectors = read_chunks(self.kb, with_vectors=True)
         self.doc_matrix = {d: np.vstack(vs) for d, vs in doc_vectors.items()}  # each doc's chunk vectors
 
     def ours(self, **options) -> dict[str, list[str]]:
@@ -252,7 +255,12 @@ def _is_peer(method: str) -> bool:
     return method.startswith("peer:")
 
 
-def margin_interval(ours: list[float], other: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+RESAMPLES = 2000  # the summary's bootstrap
+
+
+def margin_interval(
+    ours: list[float], other: list[float], resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """95 % paired-bootstrap interval of mean(ours − other) over the same queries: how far the
     set's queries can resolve a margin."""
     diff = np.asarray(ours, np.float64) - np.asarray(other, np.float64)
@@ -304,7 +312,7 @@ def summary(results: list[dict], targets: list[tuple[str, str]]) -> str:
         )
     header = ["set", "best single channel", "best peer fusion", "ours, default", "− channel [95 %]", "− peer [95 %]"]
     out = report_table(header, lines)
-    out += "\n\n[95 %]: paired bootstrap over the set's queries (2,000 resamples)."
+    out += f"\n\n[95 %]: paired bootstrap over the set's queries ({RESAMPLES:,} resamples)."
     judged = [r for r in results if (r["dataset"], r["embedder"]) in targets]
     if len(judged) > 1:
 

@@ -170,13 +170,16 @@ class Evidence[K: Hashable]:
     best_keyword_share: float = 0.0  # the best keyword hit's share: how much of the query matched
 
 
+def default_weight_for(evidence: Evidence) -> float:
+    """The default hybrid's vector weight for this query, from its keyword page alone."""
+    gap = keyword_gap([score for _, score in evidence.keyword])
+    return default_vector_weight(evidence.best_keyword_share, gap)
+
+
 def fuse[K: Hashable](fusion: str, evidence: Evidence[K], vector_weight: float | None = None) -> dict[K, float]:
     """The hybrid score of every candidate, in [0, 1], by the named fusion."""
     if fusion == "zscore":
-        weight = vector_weight
-        if weight is None:
-            gap = keyword_gap([score for _, score in evidence.keyword])
-            weight = default_vector_weight(evidence.best_keyword_share, gap)
+        weight = default_weight_for(evidence) if vector_weight is None else vector_weight
         return zscore(evidence.cosine, evidence.keyword_share, weight, evidence.coverage)
     if fusion == "weighted":
         weight = DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight
